@@ -1,0 +1,47 @@
+# smartfabric: the two commands are `make demo` and `make test`; both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: all demo test verilog synth bench regress-long lint docs clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/smartfabric demo --out build/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) tests
+
+verilog: $(STAMP)
+	$(VENV)/bin/smartfabric generate -o build/smartfabric_switch.v
+
+lint: $(STAMP)
+	$(VENV)/bin/smartfabric lint
+
+synth: $(STAMP)
+	$(VENV)/bin/smartfabric synth --ports 8 --data-width 64 --out build/synth
+
+bench: $(STAMP)
+	$(VENV)/bin/smartfabric bench unicast --ports 8 --data-width 64 --payload-beats 4 --json
+
+regress-long: $(STAMP)
+	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) -m "sim or not sim" tests
+
+docs: $(STAMP)
+	$(PY) -m smartfabric.hdl.regdoc docs/registers.md
+
+clean:
+	rm -rf build sim_build .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,139 @@
+"""Wire formats of smartfabric: the one definition shared by RTL, golden model and benches.
+
+Pure Python (no Amaranth import), so the golden model can use it without touching the HDL.
+The RTL builds its ``data.Struct`` layouts from these tables (``hdl/tlp.py``).
+
+Conventions (``docs/protocol.md`` has the full text):
+
+* The TLP header travels on a sideband ``hdr`` of 128 bits beside the first beat of a packet:
+  header DW *k* (the big-endian 32-bit value of header bytes ``4k..4k+3``, exactly as the PCIe
+  specification draws it) sits at ``hdr[32k+31:32k]``. A 3-DW header leaves ``hdr[127:96]`` unused.
+* An optional TLP prefix DW travels on ``pfx`` (32 bits); ``pfx == 0`` means "no prefix".
+* Payload bytes in TLP order fill the beat's byte lanes from lane 0 (``data[7:0]``) upward;
+  ``keep`` has one bit per byte lane. Every full beat has all lanes valid; the last beat has the
+  low ``remaining`` lanes valid. A TLP without payload is one beat with ``keep == 0``.
+"""
+
+__all__ = [
+    "Fmt", "Type", "CplStatus", "MsgRouting", "DropReason", "DROP_REASONS",
+    "DW0", "REQ_DW1", "CPL_DW1", "CPL_DW2", "MSG_DW1",
+    "field_get", "field_put", "payload_beats", "keep_for_beat",
+    "BEAT_FIELDS", "HDR_BITS", "PFX_BITS", "SUPPORTED_PORTS", "SUPPORTED_WIDTHS",
+]
+
+import enum
+
+HDR_BITS = 128
+PFX_BITS = 32
+SUPPORTED_PORTS = range(2, 33)
+SUPPORTED_WIDTHS = (64, 128, 256, 512)
+
+
+class Fmt(enum.IntEnum):
+    """DW0[31:29]: header size and whether a payload follows."""
+    DW3 = 0b000
+    DW4 = 0b001
+    DW3_DATA = 0b010
+    DW4_DATA = 0b011
+    PREFIX = 0b100
+
+
+class Type(enum.IntEnum):
+    """DW0[28:24] type codes the switch recognises. Messages are ``0b10rrr``."""
+    MEM = 0b00000         # MRd (no data) / MWr (data)
+    MEM_LOCKED = 0b00001  # MRdLk: unsupported, non-posted
+    IO = 0b00010          # IORd/IOWr: unsupported, non-posted
+    CFG0 = 0b00100        # unsupported, non-posted
+    CFG1 = 0b00101        # unsupported, non-posted
+    CPL = 0b01010         # Cpl / CplD
+    CPL_LOCKED = 0b01011  # CplLk / CplDLk: unsupported, dropped
+    FETCH_ADD = 0b01100   # AtomicOps: unsupported, non-posted
+    SWAP = 0b01101
+    CAS = 0b01110
+    MSG = 0b10000         # low three bits are the message routing subfield
+
+
+class MsgRouting(enum.IntEnum):
+    """Message routing subfield r[2:0] (type = 0b10rrr)."""
+    TO_ROOT = 0b000
+    BY_ADDRESS = 0b001
+    BY_ID = 0b010
+    BROADCAST = 0b011
+    LOCAL = 0b100
+    GATHER = 0b101
+
+
+class CplStatus(enum.IntEnum):
+    SC = 0b000
+    UR = 0b001
+    CRS = 0b010
+    CA = 0b100
+
+
+class DropReason(enum.IntEnum):
+    """Why the switch dropped (or cut short) a packet. Index = counter / status code.
+
+    Header-level reasons drop the packet whole before any beat is forwarded; beat-level reasons
+    (TRUNCATED, OVERLONG, KEEP) are found after cut-through forwarding may have begun, so the
+    packet is ended at its egress with ``err`` set on its last beat (whole drop if found on the
+    first beat).
+    """
+    NONE = 0
+    MALFORMED = 1        # reserved Fmt, unknown type, prefix in header slot, bad prefix, 3DW Msg
+    UNSUPPORTED = 2      # known but unsupported type (IO, Cfg, AtomicOp, locked, broadcast Msg)
+    NO_ROUTE = 3         # no address window / no ID route / no root port matches
+    PORT_DISABLED = 4    # ingress or target egress disabled
+    LENGTH = 5           # payload length above max payload size
+    TRUNCATED = 6        # last marker before the length field's end
+    OVERLONG = 7         # no last marker where the length field ends
+    KEEP = 8             # byte-valid pattern not the one the length implies
+    MSG_LOCAL = 9        # Local-terminate message consumed by the switch (not an error)
+
+
+DROP_REASONS = [r for r in DropReason if r != DropReason.NONE]
+
+
+# Field tables: name -> (lsb, width) inside one 32-bit header DW value.
+DW0 = {
+    "length": (0, 10), "at": (10, 2), "attr": (12, 2), "ep": (14, 1), "td": (15, 1),
+    "th": (16, 1), "ln": (17, 1), "attr2": (18, 1), "tag8": (19, 1), "tc": (20, 3),
+    "tag9": (23, 1), "type": (24, 5), "fmt": (29, 3),
+}
+REQ_DW1 = {"first_be": (0, 4), "last_be": (4, 4), "tag": (8, 8), "requester_id": (16, 16)}
+CPL_DW1 = {"byte_count": (0, 12), "bcm": (12, 1), "status": (13, 3), "completer_id": (16, 16)}
+CPL_DW2 = {"lower_address": (0, 7), "tag": (8, 8), "requester_id": (16, 16)}
+MSG_DW1 = {"code": (0, 8), "tag": (8, 8), "requester_id": (16, 16)}
+# The prefix DW uses DW0's fmt/type positions; the vendor-defined local prefix type is 0b0111x.
+PREFIX_DW = {"body": (0, 24), "type": (24, 5), "fmt": (29, 3)}
+VENDOR_LOCAL_PREFIX_TYPES = (0b01110, 0b01111)
+
+
+def field_get(dw, table, name):
+    lsb, width = table[name]
+    return (dw >> lsb) & ((1 << width) - 1)
+
+
+def field_put(dw, table, name, value):
+    lsb, width = table[name]
+    mask = ((1 << width) - 1) << lsb
+    return (dw & ~mask) | ((value << lsb) & mask)
+
+
+def payload_beats(payload_bytes, data_width):
+    """Beats a TLP with ``payload_bytes`` of payload occupies (at least one)."""
+    lanes = data_width // 8
+    return max(1, -(-payload_bytes // lanes))
+
+
+def keep_for_beat(payload_bytes, data_width, beat):
+    """The byte-valid pattern the switch expects on beat ``beat`` of such a TLP."""
+    lanes = data_width // 8
+    remaining = payload_bytes - beat * lanes
+    n = max(0, min(lanes, remaining))
+    return (1 << n) - 1
+
+
+# Beat layout (ingress and egress): name -> width, given W. The egress adds "err".
+def BEAT_FIELDS(data_width):
+    return {"data": data_width, "keep": data_width // 8, "first": 1, "last": 1,
+            "hdr": HDR_BITS, "pfx": PFX_BITS}
