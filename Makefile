@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/smartfabric demo --out build/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) tests
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup tests
 
 verilog: $(STAMP)
 	$(VENV)/bin/smartfabric generate -o build/smartfabric_switch.v
@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(VENV)/bin/smartfabric bench unicast --ports 8 --data-width 64 --payload-beats 4 --json
 
 regress-long: $(STAMP)
-	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) -m "sim or not sim" tests
+	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) --dist loadgroup tests
 
 docs: $(STAMP)
 	$(PY) -m smartfabric.hdl.regdoc docs/registers.md

@@ -1,0 +1,172 @@
+"""Switch datapath: ingress ports, virtual output queues, iSLIP allocator, crossbar, egress."""
+
+from amaranth.hdl import Module, Signal, Mux, Cat
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from .params import SwitchParams
+from .tlp import IngressBeat, EgressBeat
+from .ingress import IngressPort, IngressEvents, WindowEntry, IdRouteEntry
+from .allocator import IslipAllocator
+
+__all__ = ["SwitchCore", "EgressEvents"]
+
+
+class EgressEvents(data.Struct):
+    """What one egress did in a cycle (registered), for counters."""
+    tx_beat: 1
+    tx_packet: 1
+    tx_err: 1
+    tx_stall: 1
+    tx_bytes: 7
+
+
+class SwitchCore(wiring.Component):
+    """Input-queued cut-through crossbar switch for PCIe TLP streams.
+
+    Each ingress has one virtual output queue (VOQ) per egress, so a packet waiting for a
+    busy egress never blocks packets behind it for other egresses (until its own VOQ is full).
+    A single-iteration iSLIP allocator matches free ingresses to free egresses every cycle;
+    a match holds for the whole packet (packets never interleave on an egress) and the first
+    beat crosses in the same cycle as the match, so back-to-back packets leave with no gap.
+
+    Latency: a beat accepted on ``ingress[p]`` at clock edge *t* can be valid on an egress
+    after edge *t+2* (ingress register, VOQ, egress register); that is the zero-load latency.
+
+    Members
+    -------
+    ingress : In(stream.Signature(IngressBeat)).array(N)
+    egress : Out(stream.Signature(EgressBeat)).array(N)
+        Stream rules hold on both: ``valid`` never depends on ``ready``, payload stable until
+        transferred. No ingress ``ready`` depends combinationally on any egress ``ready``.
+    ingress_events, egress_events : Out(...).array(N)
+        Per-port events for the counters, one cycle after the fact.
+    port_enable, completer_id, root_port, root_valid, windows, id_routes : In
+        Configuration (from the register block).
+    """
+
+    def __init__(self, params: SwitchParams):
+        self.params = params
+        n, w = params.n_ports, params.data_width
+        super().__init__({
+            "ingress": In(stream.Signature(IngressBeat(w))).array(n),
+            "egress": Out(stream.Signature(EgressBeat(w))).array(n),
+            "ingress_events": Out(IngressEvents).array(n),
+            "egress_events": Out(EgressEvents).array(n),
+            "port_enable": In(n),
+            "completer_id": In(16),
+            "root_port": In(5),
+            "root_valid": In(1),
+            "windows": In(data.ArrayLayout(WindowEntry, params.n_windows)),
+            "id_routes": In(data.ArrayLayout(IdRouteEntry, params.n_id_routes)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n = p.n_ports
+        beat_layout = EgressBeat(p.data_width)
+        beat_width = beat_layout.size
+
+        # ---- ingress ports and their VOQs ----
+        voq = [[None] * n for _ in range(n)]
+        for i in range(n):
+            port = m.submodules[f"ingress{i}"] = IngressPort(p, i)
+            wiring.connect(m, wiring.flipped(self.ingress[i]), port.i)
+            m.d.comb += [
+                self.ingress_events[i].eq(port.events),
+                port.port_enable.eq(self.port_enable),
+                port.completer_id.eq(self.completer_id),
+                port.root_port.eq(self.root_port),
+                port.root_valid.eq(self.root_valid),
+                port.windows.eq(self.windows),
+                port.id_routes.eq(self.id_routes),
+            ]
+            w_rdy = Signal(n, name=f"voq_w_rdy{i}")
+            for o in range(n):
+                q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=beat_width,
+                                                                         depth=p.voq_depth)
+                m.d.comb += [
+                    q.w_data.eq(port.o.payload.beat),
+                    q.w_en.eq(port.o.valid & (port.o.payload.dest == o)),
+                    w_rdy[o].eq(q.w_rdy),
+                ]
+            m.d.comb += port.o.ready.eq((w_rdy >> port.o.payload.dest)[0])
+
+        # ---- egress buffers: two entries, so "can take a beat" is a register ----
+        out_fifo = []
+        for o in range(n):
+            f = m.submodules[f"egress_buffer{o}"] = SyncFIFO(width=beat_width, depth=2)
+            out_fifo.append(f)
+            eg = self.egress[o]
+            m.d.comb += [
+                eg.valid.eq(f.r_rdy),
+                eg.payload.eq(f.r_data),
+                f.r_en.eq(eg.ready),
+            ]
+            ev = Signal(EgressEvents, name=f"egress_event{o}")
+            done = eg.valid & eg.ready
+            m.d.comb += [
+                ev.tx_beat.eq(done),
+                ev.tx_packet.eq(done & eg.payload.last),
+                ev.tx_err.eq(done & eg.payload.last & eg.payload.err),
+                ev.tx_stall.eq(eg.valid & ~eg.ready),
+                ev.tx_bytes.eq(Mux(done, sum(eg.payload.keep), 0)),
+            ]
+            m.d.sync += self.egress_events[o].eq(ev)
+
+        # ---- allocation ----
+        in_busy = Signal(n)
+        out_busy = Signal(n)
+        out_owner = [Signal(range(n), name=f"out_owner{o}") for o in range(n)]
+        can_load = Signal(n)
+        for o in range(n):
+            m.d.comb += can_load[o].eq(out_fifo[o].level < 2)
+
+        alloc = m.submodules.allocator = IslipAllocator(n)
+        for i in range(n):
+            for o in range(n):
+                m.d.comb += alloc.requests[i][o].eq(
+                    ~in_busy[i] & ~out_busy[o] & can_load[o] & voq[i][o].r_rdy)
+
+        # ---- crossbar: egress o reads VOQ[i][o] of its selected ingress ----
+        for o in range(n):
+            select = Signal(n, name=f"xbar_select{o}")   # one-hot ingress
+            for i in range(n):
+                m.d.comb += select[i].eq(Mux(out_busy[o], out_owner[o] == i,
+                                             alloc.matches[i][o]))
+            head = Signal(beat_layout, name=f"xbar_head{o}")
+            head_valid = Signal(name=f"xbar_head_valid{o}")
+            terms = [Mux(select[i], voq[i][o].r_data, 0) for i in range(n)]
+            acc = terms[0]
+            for t in terms[1:]:
+                acc = acc | t
+            m.d.comb += [
+                head.eq(acc),
+                head_valid.eq((select & Cat(voq[i][o].r_rdy for i in range(n))).any()),
+            ]
+            move = Signal(name=f"xbar_move{o}")
+            m.d.comb += move.eq(head_valid & can_load[o])
+            m.d.comb += [
+                out_fifo[o].w_data.eq(head),
+                out_fifo[o].w_en.eq(move),
+            ]
+            for i in range(n):
+                m.d.comb += voq[i][o].r_en.eq(move & select[i])
+
+            # Connection state: held from the first to the last beat of a packet.
+            matched = Signal(name=f"matched{o}")
+            m.d.comb += matched.eq(Cat(alloc.matches[i][o] for i in range(n)).any())
+            with m.If(out_busy[o]):
+                with m.If(move & head.last):
+                    m.d.sync += out_busy[o].eq(0)
+                    for i in range(n):
+                        with m.If(out_owner[o] == i):
+                            m.d.sync += in_busy[i].eq(0)
+            with m.Elif(matched & ~head.last):
+                m.d.sync += out_busy[o].eq(1)
+                for i in range(n):
+                    with m.If(alloc.matches[i][o]):
+                        m.d.sync += [out_owner[o].eq(i), in_busy[i].eq(1)]
+        return m

@@ -1,0 +1,66 @@
+"""Build parameters of the switch, validated once for RTL, CLI and benches."""
+
+from dataclasses import dataclass, asdict
+
+from ..models.formats import SUPPORTED_PORTS, SUPPORTED_WIDTHS
+
+__all__ = ["SwitchParams"]
+
+
+@dataclass(frozen=True)
+class SwitchParams:
+    """Build-time configuration of a :class:`~smartfabric.hdl.switch.SmartfabricSwitch`.
+
+    Parameters
+    ----------
+    n_ports : int
+        Number of ports N, 2 to 32.
+    data_width : int
+        Beat width W in bits: 64, 128, 256 or 512.
+    max_payload : int
+        Maximum payload size in bytes (128 to 4096, a power of two); longer TLPs are dropped
+        (LENGTH).
+    voq_depth : int
+        Depth of each virtual output queue in beats (2 to 64, a power of two). Cut-through
+        forwarding means a queue need not hold a whole packet.
+    n_windows : int
+        Number of address windows (1 to 64).
+    n_id_routes : int
+        Number of ID-routing entries (1 to 64).
+    """
+    n_ports: int = 8
+    data_width: int = 256
+    max_payload: int = 256
+    voq_depth: int = 8
+    n_windows: int = 16
+    n_id_routes: int = 16
+
+    def __post_init__(self):
+        def is_pow2(v):
+            return isinstance(v, int) and v > 0 and v & (v - 1) == 0
+        if not isinstance(self.n_ports, int) or self.n_ports not in SUPPORTED_PORTS:
+            raise ValueError(f"ports must be 2 to 32, not {self.n_ports!r}")
+        if self.data_width not in SUPPORTED_WIDTHS:
+            raise ValueError(f"data width must be one of 64, 128, 256, 512, not {self.data_width!r}")
+        if not is_pow2(self.max_payload) or not 128 <= self.max_payload <= 4096:
+            raise ValueError(f"max payload must be a power of two from 128 to 4096 bytes, "
+                             f"not {self.max_payload!r}")
+        if not is_pow2(self.voq_depth) or not 2 <= self.voq_depth <= 64:
+            raise ValueError(f"VOQ depth must be a power of two from 2 to 64, not {self.voq_depth!r}")
+        for name in ("n_windows", "n_id_routes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= 64:
+                raise ValueError(f"{name} must be 1 to 64, not {v!r}")
+
+    @property
+    def lanes(self):
+        """Byte lanes per beat."""
+        return self.data_width // 8
+
+    @property
+    def max_beats(self):
+        """Beats of the longest legal packet (maximum payload plus an ECRC DW)."""
+        return -(-(self.max_payload + 4) // self.lanes)
+
+    def as_dict(self):
+        return asdict(self)

@@ -1,0 +1,179 @@
+"""Top level: the switch core, its register block and counters, with flat Verilog port names."""
+
+from amaranth.hdl import Module, Signal, Cat, Const
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..models.formats import DropReason as R
+from .params import SwitchParams
+from .core import SwitchCore
+from .regblock import RegisterBlock
+from .tlp import IngressBeat, EgressBeat
+
+__all__ = ["SmartfabricSwitch", "COUNTERS", "VERSION"]
+
+VERSION = (0, 1)
+
+# Counter name -> (side, event expression builder). One 64-bit counter per port each.
+_INGRESS_COUNTERS = {
+    "rx_packets": lambda ev: ev.rx_packet,
+    "rx_beats": lambda ev: ev.rx_beat,
+    "rx_bytes": lambda ev: ev.rx_bytes,
+    "rx_stall": lambda ev: ev.rx_stall,
+    "drop_malformed": lambda ev: ev.reason == R.MALFORMED,
+    "drop_unsupported": lambda ev: ev.reason == R.UNSUPPORTED,
+    "drop_no_route": lambda ev: ev.reason == R.NO_ROUTE,
+    "drop_port_disabled": lambda ev: ev.reason == R.PORT_DISABLED,
+    "drop_length": lambda ev: ev.reason == R.LENGTH,
+    "err_truncated": lambda ev: ev.reason == R.TRUNCATED,
+    "err_overlong": lambda ev: ev.reason == R.OVERLONG,
+    "err_keep": lambda ev: ev.reason == R.KEEP,
+    "msg_local": lambda ev: ev.reason == R.MSG_LOCAL,
+    "ur_sent": lambda ev: ev.ur,
+}
+_EGRESS_COUNTERS = {
+    "tx_packets": lambda ev: ev.tx_packet,
+    "tx_beats": lambda ev: ev.tx_beat,
+    "tx_bytes": lambda ev: ev.tx_bytes,
+    "tx_stall": lambda ev: ev.tx_stall,
+    "tx_err": lambda ev: ev.tx_err,
+}
+COUNTERS = list(_INGRESS_COUNTERS) + list(_EGRESS_COUNTERS)
+
+
+def _port_members(params):
+    """Flat Verilog ports of every switch port: ``s<p>_*`` ingress, ``m<p>_*`` egress."""
+    members = {}
+    for p in range(params.n_ports):
+        for side, beat, fwd, back in (("s", IngressBeat(params.data_width), In, Out),
+                                      ("m", EgressBeat(params.data_width), Out, In)):
+            members[f"{side}{p}_valid"] = fwd(1)
+            members[f"{side}{p}_ready"] = back(1)
+            for name, field in beat:
+                members[f"{side}{p}_{name}"] = fwd(field.shape)
+    return members
+
+
+class SmartfabricSwitch(wiring.Component):
+    """The smartfabric switch: N ports of PCIe TLP streams and an AXI4-Lite control port.
+
+    Verilog ports (module ``smartfabric_switch``; ``clk`` and ``rst`` (synchronous, active
+    high) come first): per port ``p`` an ingress ``s<p>_{valid,ready,data,keep,first,last,hdr,
+    pfx}`` and an egress ``m<p>_{valid,ready,data,keep,first,last,hdr,pfx,err}``, and the
+    control port ``s_axil_*`` (``docs/integration.md``, ``docs/protocol.md``).
+
+    Parameters
+    ----------
+    params : SwitchParams
+    """
+
+    def __init__(self, params: SwitchParams = SwitchParams()):
+        self.params = params
+        self.regs = RegisterBlock(n_ports=params.n_ports, n_windows=params.n_windows,
+                                  n_id_routes=params.n_id_routes)
+        members = _port_members(params)
+        for name, member in self.regs.signature.members.items():
+            members[name] = member
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n = p.n_ports
+        regs = m.submodules.regs = self.regs
+        core = m.submodules.core = SwitchCore(p)
+
+        # Control port pass-through.
+        for name, member in regs.signature.members.items():
+            if member.flow == In:
+                m.d.comb += getattr(regs, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(regs, name))
+
+        # Streams.
+        for q in range(n):
+            ing, eg = core.ingress[q], core.egress[q]
+            m.d.comb += [ing.valid.eq(getattr(self, f"s{q}_valid")),
+                         getattr(self, f"s{q}_ready").eq(ing.ready),
+                         getattr(self, f"m{q}_valid").eq(eg.valid),
+                         eg.ready.eq(getattr(self, f"m{q}_ready"))]
+            for name, _ in IngressBeat(p.data_width):
+                m.d.comb += getattr(ing.payload, name).eq(getattr(self, f"s{q}_{name}"))
+            for name, _ in EgressBeat(p.data_width):
+                m.d.comb += getattr(self, f"m{q}_{name}").eq(getattr(eg.payload, name))
+
+        # Configuration from the register block.
+        hw_r, hw_w = regs.hw_r, regs.hw_w
+        m.d.comb += [
+            core.port_enable.eq(hw_r["port_enable.enable"][:n]),
+            core.completer_id.eq(hw_r["switch_id.completer_id"]),
+            core.root_port.eq(hw_r["root_port.port"]),
+            core.root_valid.eq(hw_r["root_port.valid"]),
+        ]
+        for k in range(p.n_windows):
+            w = core.windows[k]
+            f = lambda reg: hw_r[f"window[{k}].{reg}"]
+            m.d.comb += [
+                w.base.eq(Cat(f("base_lo.value"), f("base_hi.value"))),
+                w.limit.eq(Cat(f("limit_lo.value"), f("limit_hi.value"))),
+                w.port.eq(f("ctrl.port")),
+                w.enable.eq(f("ctrl.enable")),
+            ]
+        for k in range(p.n_id_routes):
+            r = core.id_routes[k]
+            for name in ("bus_lo", "bus_hi", "port", "enable"):
+                m.d.comb += getattr(r, name).eq(hw_r[f"id_route[{k}].{name}"])
+
+        # Build parameters.
+        m.d.comb += [
+            hw_w["params0.n_ports"].eq(n),
+            hw_w["params0.width_div64"].eq(p.data_width // 64),
+            hw_w["params0.n_windows"].eq(p.n_windows),
+            hw_w["params0.n_id_routes"].eq(p.n_id_routes),
+            hw_w["params1.voq_depth"].eq(p.voq_depth),
+            hw_w["params1.max_payload"].eq(p.max_payload),
+        ]
+
+        # 64-bit counters.
+        for q in range(n):
+            for side, table, events in (("in", _INGRESS_COUNTERS, core.ingress_events[q]),
+                                        ("out", _EGRESS_COUNTERS, core.egress_events[q])):
+                for name, event in table.items():
+                    count = Signal(64, name=f"port{q}_{name}")
+                    m.d.sync += count.eq(count + event(events))
+                    m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
+
+        # Error status: the first error since the last clear, lowest port first in a cycle.
+        err_valid = Signal()
+        err_port = Signal(5)
+        err_reason = Signal(4)
+        err_hdr = Signal(128)
+        err_pfx = Signal(32)
+        err_count = Signal(32)
+        is_error = [Signal(name=f"is_error{q}") for q in range(n)]
+        for q in range(n):
+            reason = core.ingress_events[q].reason
+            m.d.comb += is_error[q].eq((reason != R.NONE) & (reason != R.MSG_LOCAL))
+        n_errors = sum(is_error)
+        with m.If(err_count + n_errors >= (1 << 32)):
+            m.d.sync += err_count.eq((1 << 32) - 1)
+        with m.Else():
+            m.d.sync += err_count.eq(err_count + n_errors)
+        with m.If(regs.swmod["err_status.valid"]):
+            m.d.sync += err_valid.eq(0)
+        with m.If(~err_valid):
+            for q in reversed(range(n)):
+                ev = core.ingress_events[q]
+                with m.If(is_error[q]):
+                    m.d.sync += [err_valid.eq(1), err_port.eq(q), err_reason.eq(ev.reason),
+                                 err_hdr.eq(ev.hdr), err_pfx.eq(ev.pfx)]
+        m.d.comb += [
+            hw_w["err_status.valid"].eq(err_valid),
+            hw_w["err_status.port"].eq(err_port),
+            hw_w["err_status.reason"].eq(err_reason),
+            hw_w["err_count.count"].eq(err_count),
+        ]
+        for k in range(4):
+            m.d.comb += hw_w[f"err_hdr[{k}].value"].eq(err_hdr[32 * k:32 * k + 32])
+        m.d.comb += hw_w["err_hdr[4].value"].eq(err_pfx)
+        return m

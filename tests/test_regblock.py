@@ -1,0 +1,451 @@
+"""RegisterBlock (hdl/regblock.py) over AXI4-Lite, in Amaranth's simulator.
+
+Random values come from one seed, printed at the start of each test; set SMARTFABRIC_SEED to
+replay it. WAVES=1 writes a VCD per test into build/waves/.
+"""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from amaranth.sim import Simulator
+
+from smartfabric.hdl.regblock import RegisterBlock
+from smartfabric.models.regmap import FieldKind
+from smartfabric.models.regmodel import RegisterModel
+
+SMALL = {"n_ports": 2, "n_windows": 2, "n_id_routes": 2}
+OKAY, SLVERR = 0, 2
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def rng(request):
+    seed = int(os.environ.get("SMARTFABRIC_SEED", random.randrange(1 << 32)))
+    print(f"{request.node.name}: SMARTFABRIC_SEED={seed}")
+    return random.Random(seed)
+
+
+def make(**config):
+    config = {**SMALL, **config}
+    return RegisterBlock(**config), RegisterModel(**config)
+
+
+def run(dut, testbench, name="regblock", monitors=()):
+    """Simulate ``testbench`` (and background ``monitors``) against ``dut`` to completion."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    for monitor in monitors:
+        sim.add_testbench(monitor, background=True)
+    if os.environ.get("WAVES"):
+        Path("build/waves").mkdir(parents=True, exist_ok=True)
+        with sim.write_vcd(f"build/waves/{name}.vcd"):
+            sim.run()
+    else:
+        sim.run()
+
+
+async def aw_put(ctx, dut, addr):
+    ctx.set(dut.s_axil_awaddr, addr)
+    ctx.set(dut.s_axil_awvalid, 1)
+    await ctx.tick().until(dut.s_axil_awready)
+    ctx.set(dut.s_axil_awvalid, 0)
+
+
+async def w_put(ctx, dut, data, strb=0xF):
+    ctx.set(dut.s_axil_wdata, data)
+    ctx.set(dut.s_axil_wstrb, strb)
+    ctx.set(dut.s_axil_wvalid, 1)
+    await ctx.tick().until(dut.s_axil_wready)
+    ctx.set(dut.s_axil_wvalid, 0)
+
+
+async def b_get(ctx, dut):
+    """Accept one write response; returns bresp."""
+    ctx.set(dut.s_axil_bready, 1)
+    resp, = await ctx.tick().sample(dut.s_axil_bresp).until(dut.s_axil_bvalid)
+    ctx.set(dut.s_axil_bready, 0)
+    return resp
+
+
+async def ar_put(ctx, dut, addr):
+    ctx.set(dut.s_axil_araddr, addr)
+    ctx.set(dut.s_axil_arvalid, 1)
+    await ctx.tick().until(dut.s_axil_arready)
+    ctx.set(dut.s_axil_arvalid, 0)
+
+
+async def r_get(ctx, dut):
+    """Accept one read response; returns (rdata, rresp)."""
+    ctx.set(dut.s_axil_rready, 1)
+    data, resp = await ctx.tick().sample(dut.s_axil_rdata, dut.s_axil_rresp).until(
+        dut.s_axil_rvalid)
+    ctx.set(dut.s_axil_rready, 0)
+    return data, resp
+
+
+async def axil_write(ctx, dut, addr, data, strb=0xF):
+    """AW and W presented together; returns bresp."""
+    ctx.set(dut.s_axil_awaddr, addr)
+    ctx.set(dut.s_axil_wdata, data)
+    ctx.set(dut.s_axil_wstrb, strb)
+    ctx.set(dut.s_axil_awvalid, 1)
+    ctx.set(dut.s_axil_wvalid, 1)
+    pending = {"aw": dut.s_axil_awvalid, "w": dut.s_axil_wvalid}
+    while pending:
+        _, _, aw_ready, w_ready = await ctx.tick().sample(dut.s_axil_awready, dut.s_axil_wready)
+        for channel, ready in (("aw", aw_ready), ("w", w_ready)):
+            if ready and channel in pending:
+                ctx.set(pending.pop(channel), 0)
+    return await b_get(ctx, dut)
+
+
+async def axil_read(ctx, dut, addr):
+    """Returns (rdata, rresp)."""
+    await ar_put(ctx, dut, addr)
+    return await r_get(ctx, dut)
+
+
+async def read_reg(ctx, dut, model, path):
+    """Read a register by path (64-bit: low word, then high word), expecting OKAY."""
+    value = 0
+    for word in range(model.width(path) // 32):
+        data, resp = await axil_read(ctx, dut, model.address(path) + 4 * word)
+        assert resp == OKAY, f"read {path} word {word}: resp {resp}"
+        value |= data << (32 * word)
+    return value
+
+
+async def write_reg(ctx, dut, model, path, value, strb=0xF):
+    resp = await axil_write(ctx, dut, model.address(path), value, strb)
+    assert resp == OKAY, f"write {path}: resp {resp}"
+
+
+def expected_value(dut, model, path, stored=None, hw=None):
+    """What software should read from ``path``: storage from ``stored`` (or reset), hardware
+    inputs from ``hw`` (or their init), constants."""
+    value = 0
+    for f in model.register(path).fields:
+        if f.kind.has_storage:
+            field = (stored or {}).get(f.path, f.reset)
+        elif f.kind is FieldKind.CONST:
+            field = f.reset
+        else:
+            field = (hw or {}).get(f.path, f.reset)
+        value |= field << f.lsb
+    return value
+
+
+def writable_registers(model):
+    return [p for p in model.registers() if model.is_writable(p)]
+
+
+def unmapped_addresses(model, rng, count=24):
+    mapped = {model.address(p) + 4 * w for p in model.registers()
+              for w in range(model.width(p) // 32)}
+    fixed = [0x28, 0x2C, 0x44, 0x114, 0x11C, 0x7FC, 0x1098, 0x10FC, 0xFFFC]
+    fixed += [max(mapped) + 4]
+    free = [a for a in range(0, 1 << RegisterBlock.ADDR_WIDTH, 4) if a not in mapped]
+    assert all(a in free for a in fixed)
+    return fixed + rng.sample(free, count)
+
+
+# ---- tests -----------------------------------------------------------------------------------
+
+def test_reset_values_readable():
+    dut, model = make()
+
+    async def tb(ctx):
+        for path in model.registers():
+            assert await read_reg(ctx, dut, model, path) == model.reset_value(path), path
+        for path, sig in dut.hw_r.items():
+            f = next(f for f in model.register(path.rsplit(".", 1)[0]).fields if f.path == path)
+            assert ctx.get(sig) == f.reset, path
+        # Spot checks against the RDL text.
+        assert await read_reg(ctx, dut, model, "id") == 0x53464142
+        assert await read_reg(ctx, dut, model, "version") == 0x0000_0001
+        assert await read_reg(ctx, dut, model, "port_enable") == 0xFFFF_FFFF
+
+    run(dut, tb, "reset")
+
+
+def test_write_readback_all_rw_registers(rng):
+    dut, model = make()
+    paths = writable_registers(model)
+    assert "scratch" in paths and "window[1].ctrl" in paths and "id_route[1]" in paths
+
+    async def tb(ctx):
+        stored = {}
+        # Write them all first, then read them all back: catches address aliasing.
+        for path in paths:
+            for f in model.register(path).fields:
+                if f.kind.has_storage:
+                    stored[f.path] = rng.getrandbits(f.width)
+            raw = expected_value(dut, model, path, stored) | rng.getrandbits(32) & ~sum(
+                f.mask for f in model.register(path).fields if f.kind.has_storage)
+            raw &= ~sum(f.mask for f in model.register(path).fields
+                        if f.kind is FieldKind.CLEAR_ON_WRITE)
+            await write_reg(ctx, dut, model, path, raw)
+        for path in model.registers():
+            assert await read_reg(ctx, dut, model, path) == expected_value(
+                dut, model, path, stored), path
+        for path, sig in dut.hw_r.items():
+            assert ctx.get(sig) == stored[path], path
+
+    run(dut, tb, "readback")
+
+
+def test_wstrb_partial_writes():
+    dut, model = make()
+
+    async def tb(ctx):
+        await write_reg(ctx, dut, model, "scratch", 0x1122_3344)
+        await write_reg(ctx, dut, model, "scratch", 0xAABB_CCDD, strb=0b0101)
+        assert await read_reg(ctx, dut, model, "scratch") == 0x11BB_33DD
+        await write_reg(ctx, dut, model, "scratch", 0xFFFF_FFFF, strb=0)
+        assert await read_reg(ctx, dut, model, "scratch") == 0x11BB_33DD
+        for lane in range(4):
+            await write_reg(ctx, dut, model, "port_enable", 0, strb=1 << lane)
+            expect = 0xFFFF_FFFF & ~(0xFF << 8 * lane)
+            assert await read_reg(ctx, dut, model, "port_enable") == expect
+            assert ctx.get(dut.hw_r["port_enable.enable"]) == expect
+            await write_reg(ctx, dut, model, "port_enable", 0xFFFF_FFFF)
+        # A field straddling no lane boundary is written only by its own lane.
+        await write_reg(ctx, dut, model, "id_route[0]", 0xFFFF_FFFF, strb=0b1011)
+        assert model.decode("id_route[0]", await read_reg(ctx, dut, model, "id_route[0]")) == {
+            "bus_lo": 0xFF, "bus_hi": 0xFF, "port": 0, "enable": 1}
+
+    run(dut, tb, "wstrb")
+
+
+@pytest.mark.parametrize("order", ["aw_first", "w_first"])
+def test_aw_w_order(order):
+    dut, model = make()
+    addr = model.address("window[1].base_hi")
+
+    async def tb(ctx):
+        if order == "aw_first":
+            await aw_put(ctx, dut, addr)
+            await ctx.tick().repeat(5)
+            assert not ctx.get(dut.s_axil_bvalid)
+            assert not ctx.get(dut.s_axil_awready)  # the address is held
+            await w_put(ctx, dut, 0xCAFE_F00D)
+        else:
+            await w_put(ctx, dut, 0xCAFE_F00D)
+            await ctx.tick().repeat(5)
+            assert not ctx.get(dut.s_axil_bvalid)
+            assert not ctx.get(dut.s_axil_wready)  # the data is held
+            await aw_put(ctx, dut, addr)
+        assert await b_get(ctx, dut) == OKAY
+        assert await read_reg(ctx, dut, model, "window[1].base_hi") == 0xCAFE_F00D
+        assert ctx.get(dut.hw_r["window[1].base_hi.value"]) == 0xCAFE_F00D
+        assert ctx.get(dut.hw_r["window[0].base_hi.value"]) == 0
+
+    run(dut, tb, f"order_{order}")
+
+
+def test_slverr_on_unmapped_addresses(rng):
+    dut, model = make()
+    addresses = unmapped_addresses(model, rng)
+
+    async def tb(ctx):
+        for addr in addresses:
+            data, resp = await axil_read(ctx, dut, addr)
+            assert (data, resp) == (0, SLVERR), hex(addr)
+            assert await axil_write(ctx, dut, addr, 0xFFFF_FFFF) == SLVERR, hex(addr)
+        # Nothing changed, and mapped addresses still answer OKAY.
+        for path in model.registers():
+            assert await read_reg(ctx, dut, model, path) == model.reset_value(path), path
+
+    run(dut, tb, "slverr")
+
+
+def test_read_only_registers_ignore_writes(rng):
+    dut, model = make()
+    hw = {path: rng.getrandbits(len(sig)) for path, sig in dut.hw_w.items()}
+    read_only = [p for p in model.registers() if not model.is_writable(p)]
+    assert {"id", "version", "params0", "err_count", "err_hdr[4]", "port[1].tx_err"} <= set(
+        read_only)
+
+    async def tb(ctx):
+        for path, value in hw.items():
+            ctx.set(dut.hw_w[path], value)
+        for path in read_only:
+            for word in range(model.width(path) // 32):
+                assert await axil_write(ctx, dut, model.address(path) + 4 * word,
+                                        0xFFFF_FFFF) == OKAY, path
+        for path in model.registers():
+            assert await read_reg(ctx, dut, model, path) == expected_value(
+                dut, model, path, hw=hw), path
+
+    run(dut, tb, "read_only")
+
+
+def test_hw_w_inputs_visible(rng):
+    dut, model = make()
+
+    async def tb(ctx):
+        for _ in range(2):
+            hw = {path: rng.getrandbits(len(sig)) for path, sig in dut.hw_w.items()}
+            for path, value in hw.items():
+                ctx.set(dut.hw_w[path], value)
+            for path in model.registers():
+                assert await read_reg(ctx, dut, model, path) == expected_value(
+                    dut, model, path, hw=hw), path
+
+    run(dut, tb, "hw_w")
+
+
+def test_64bit_read_is_atomic():
+    dut, model = make()
+    counter = dut.hw_w["port[1].rx_bytes.count"]
+    other = dut.hw_w["port[0].tx_err.count"]
+    low = model.address("port[1].rx_bytes")
+
+    async def tb(ctx):
+        ctx.set(counter, 0x0000_0001_FFFF_FFFF)
+        ctx.set(other, 0x7777_7777_0000_0000)
+        assert await axil_read(ctx, dut, low) == (0xFFFF_FFFF, OKAY)
+        ctx.set(counter, 0x0000_0002_0000_0000)      # carries between the two reads
+        assert await axil_read(ctx, dut, low + 4) == (0x0000_0001, OKAY)   # latched
+        assert await read_reg(ctx, dut, model, "port[1].rx_bytes") == 0x0000_0002_0000_0000
+        # The snapshot is shared: the last low-word read decides what a high read returns.
+        await axil_read(ctx, dut, model.address("port[0].tx_err"))
+        assert await axil_read(ctx, dut, low + 4) == (0x7777_7777, OKAY)
+        # Writes to 64-bit registers are ignored (OKAY), and do not disturb the snapshot.
+        assert await axil_write(ctx, dut, low + 4, 0x1234_5678) == OKAY
+        assert await axil_read(ctx, dut, low + 4) == (0x7777_7777, OKAY)
+
+    run(dut, tb, "atomic64")
+
+
+def test_swmod_strobe_on_woclr_write():
+    dut, model = make()
+    strobe = dut.swmod["err_status.valid"]
+    pulses = []
+
+    async def monitor(ctx):
+        cycle = 0
+        async for _, _, value, bvalid in ctx.tick().sample(strobe, dut.s_axil_bvalid):
+            cycle += 1
+            if value:
+                pulses.append((cycle, bvalid))
+
+    async def tb(ctx):
+        ctx.set(dut.hw_w["err_status.valid"], 1)
+        ctx.set(dut.hw_w["err_status.port"], 5)
+        ctx.set(dut.hw_w["err_status.reason"], 3)
+        assert await read_reg(ctx, dut, model, "err_status") == model.encode(
+            "err_status", valid=1, port=5, reason=3)
+        await write_reg(ctx, dut, model, "err_status", 0xFFFF_FFFE)   # valid bit 0: no clear
+        await write_reg(ctx, dut, model, "err_status", 1, strb=0b1110)  # lane masked: no clear
+        await ctx.tick().repeat(3)
+        assert pulses == []
+        await write_reg(ctx, dut, model, "err_status", 1)
+        await ctx.tick().repeat(3)
+        assert len(pulses) == 1, pulses
+        assert pulses[0][1], "the strobe is high in the cycle bvalid rises"
+        # No storage: what is read is still the hardware's input.
+        assert await read_reg(ctx, dut, model, "err_status") == model.encode(
+            "err_status", valid=1, port=5, reason=3)
+        ctx.set(dut.hw_w["err_status.valid"], 0)
+        assert model.decode("err_status", await read_reg(ctx, dut, model, "err_status"))[
+            "valid"] == 0
+
+    run(dut, tb, "swmod", monitors=[monitor])
+
+
+def test_backpressure_holds_responses():
+    dut, model = make()
+
+    async def tb(ctx):
+        await write_reg(ctx, dut, model, "scratch", 0x5A5A_0001)
+        # Read held by rready = 0: rvalid and rdata stay, no new AR is taken.
+        await ar_put(ctx, dut, model.address("scratch"))
+        await ctx.tick().until(dut.s_axil_rvalid)
+        for _ in range(6):
+            assert ctx.get(dut.s_axil_rvalid)
+            assert ctx.get(dut.s_axil_rdata) == 0x5A5A_0001
+            assert ctx.get(dut.s_axil_rresp) == OKAY
+            assert not ctx.get(dut.s_axil_arready)
+            await ctx.tick()
+        assert await r_get(ctx, dut) == (0x5A5A_0001, OKAY)
+        await ctx.tick()
+        assert not ctx.get(dut.s_axil_rvalid)
+        # Write response held by bready = 0; the next AW and W are taken but wait for B.
+        await aw_put(ctx, dut, model.address("scratch"))
+        await w_put(ctx, dut, 0x5A5A_0002)
+        await ctx.tick().until(dut.s_axil_bvalid)
+        await aw_put(ctx, dut, model.address("scratch"))
+        await w_put(ctx, dut, 0x5A5A_0003)
+        for _ in range(6):
+            assert ctx.get(dut.s_axil_bvalid)
+            assert ctx.get(dut.s_axil_bresp) == OKAY
+            assert not ctx.get(dut.s_axil_awready) and not ctx.get(dut.s_axil_wready)
+            await ctx.tick()
+        # The held write has not happened yet (the read path is independent of the write path).
+        assert await axil_read(ctx, dut, model.address("scratch")) == (0x5A5A_0002, OKAY)
+        assert await b_get(ctx, dut) == OKAY
+        assert await b_get(ctx, dut) == OKAY
+        assert await read_reg(ctx, dut, model, "scratch") == 0x5A5A_0003
+
+    run(dut, tb, "backpressure")
+
+
+def test_latency_contract():
+    """rvalid and bvalid rise 3 cycles after the handshake cycle, as the docstring says."""
+    dut, model = make()
+
+    async def cycles_until(ctx, signal):
+        n = 0
+        while not ctx.get(signal):
+            await ctx.tick()
+            n += 1
+        return n
+
+    async def tb(ctx):
+        ctx.set(dut.s_axil_araddr, model.address("id"))
+        ctx.set(dut.s_axil_arvalid, 1)
+        assert ctx.get(dut.s_axil_arready)
+        await ctx.tick()                                  # handshake cycle ends
+        ctx.set(dut.s_axil_arvalid, 0)
+        assert await cycles_until(ctx, dut.s_axil_rvalid) == 3 - 1
+        assert await r_get(ctx, dut) == (0x53464142, OKAY)
+
+        ctx.set(dut.s_axil_awaddr, model.address("switch_id"))
+        ctx.set(dut.s_axil_wdata, 0xBEEF)
+        ctx.set(dut.s_axil_wstrb, 0xF)
+        ctx.set(dut.s_axil_awvalid, 1)
+        ctx.set(dut.s_axil_wvalid, 1)
+        assert ctx.get(dut.s_axil_awready) and ctx.get(dut.s_axil_wready)
+        await ctx.tick()
+        ctx.set(dut.s_axil_awvalid, 0)
+        ctx.set(dut.s_axil_wvalid, 0)
+        assert await cycles_until(ctx, dut.s_axil_bvalid) == 3 - 1
+        assert ctx.get(dut.hw_r["switch_id.completer_id"]) == 0xBEEF  # with bvalid
+        assert await b_get(ctx, dut) == OKAY
+
+    run(dut, tb, "latency")
+
+
+def test_default_config_elaborates_and_converts():
+    from amaranth.back import verilog
+    dut = RegisterBlock(n_ports=8)
+    text = verilog.convert(dut, name="rb", emit_src=False)
+    for port in ("s_axil_awaddr", "s_axil_wstrb", "s_axil_bresp", "s_axil_rdata",
+                 "s_axil_rready", "s_axil_arprot"):
+        assert f"{port}" in text
+    assert len(dut.hw_w["port[7].tx_err.count"]) == 64
+    assert dut.hw_r["window[15].ctrl.port"].init == 0
+
+
+@pytest.mark.parametrize("bad, error", [
+    ({"n_ports": 0}, ValueError), ({"n_ports": 33}, ValueError),
+    ({"n_ports": "8"}, TypeError), ({"n_ports": 8, "n_windows": 100}, ValueError),
+])
+def test_bad_parameters_raise(bad, error):
+    with pytest.raises(error):
+        RegisterBlock(**bad)

@@ -1,0 +1,51 @@
+"""System tests: cocotb benches on the generated Verilog, on Verilator and on Icarus.
+
+Each (simulator, configuration) pair builds once (``sim_build/<sim>_<config>``) and runs its
+tests in one xdist group. Seeds are printed by every test; rerun one with
+``SMARTFABRIC_SEED=<seed> .venv/bin/pytest tests/test_sim.py -k '<test id>'``.
+"""
+
+import os
+
+import pytest
+
+from smartfabric.hdl.params import SwitchParams
+from smartfabric.verif.simenv import SIMULATORS, simulator_missing
+from smartfabric.verif.runner import run_test, config_tag
+
+LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
+
+CONFIGS = [
+    SwitchParams(n_ports=4, data_width=64, max_payload=256),
+    SwitchParams(n_ports=8, data_width=256, max_payload=512),
+    SwitchParams(n_ports=16, data_width=128, max_payload=256, n_windows=32),
+]
+
+# (testcase, packets per port per pattern on each simulator)
+TESTS = [
+    ("random_traffic", {"verilator": 24, "icarus": 8}),
+    ("bad_input", {"verilator": 1, "icarus": 1}),
+    ("tlp_meaning", {"verilator": 1, "icarus": 1}),
+    ("no_head_of_line_blocking", {"verilator": 1, "icarus": 1}),
+    ("control_port", {"verilator": 1, "icarus": 1}),
+]
+
+
+def _cases():
+    for sim in SIMULATORS:
+        for params in CONFIGS:
+            for test, packets in TESTS:
+                group = f"{sim}_{config_tag(params)}"
+                yield pytest.param(sim, params, test, packets[sim],
+                                   id=f"{sim}-n{params.n_ports}w{params.data_width}-{test}",
+                                   marks=[pytest.mark.sim, pytest.mark.xdist_group(group)])
+
+
+@pytest.mark.parametrize("sim,params,test,packets", _cases())
+def test_switch(sim, params, test, packets):
+    reason = simulator_missing(sim)
+    if reason:
+        pytest.skip(reason)
+    if LONG:
+        packets *= 20
+    run_test(params, sim, test, extra_env={"SMARTFABRIC_PACKETS": str(packets)})

@@ -1,0 +1,326 @@
+"""The switch test environment: clock, reset, configuration, endpoints, scoreboard, drain.
+
+driver (FabricPorts) -> ingress monitor -> golden model -> scoreboard <- egress monitor;
+endpoint models answer memory reads with completions, which re-enter the switch.
+"""
+
+import os
+import json
+import logging
+import random
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge, ClockCycles
+from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+from cocotbext.pcie.core.tlp import Tlp, TlpType
+from cocotbext.pcie.core.utils import PcieId
+
+from ..models.switch_model import SwitchModel, SwitchConfig, Packet, decode_header
+from ..models.regmodel import RegisterModel
+from ..models import tlp_build as tb
+from ..models.formats import Fmt, Type
+from .regaccess import RegisterAccess
+from .streams import FabricPorts
+
+__all__ = ["SwitchEnv", "params_from_env", "seed_from_env", "AddressPlan"]
+
+
+def params_from_env():
+    """Build parameters handed to the cocotb test by the pytest runner."""
+    from ..hdl.params import SwitchParams
+    return SwitchParams(**json.loads(os.environ["SMARTFABRIC_PARAMS"]))
+
+
+def seed_from_env(default=None):
+    """The test's random seed: SMARTFABRIC_SEED if set, else ``default`` or a fresh one."""
+    if os.environ.get("SMARTFABRIC_SEED"):
+        return int(os.environ["SMARTFABRIC_SEED"])
+    return default if default is not None else random.SystemRandom().randrange(1 << 31)
+
+
+class AddressPlan:
+    """Where each endpoint lives: its bus number, requester ID and memory windows.
+
+    Port p hosts bus p+1 (the switch is bus 0), a 32-bit window at 0x8000_0000 + p * 16 MiB
+    and, when the switch has enough windows, a 64-bit window at (p+1) << 36 of 4 GiB.
+    """
+
+    WIN32_BASE = 0x8000_0000
+    WIN32_SIZE = 0x0100_0000
+    WIN64_SIZE = 0x1_0000_0000
+
+    def __init__(self, n_ports, n_windows, n_id_routes):
+        self.n = n_ports
+        self.has64 = n_windows >= 2 * n_ports
+        if n_windows < n_ports or n_id_routes < n_ports:
+            raise ValueError("the plan needs a window and an ID route per port")
+
+    def bus(self, port):
+        return port + 1
+
+    def requester_id(self, port):
+        return self.bus(port) << 8
+
+    def win32(self, port):
+        base = self.WIN32_BASE + port * self.WIN32_SIZE
+        return base, base + self.WIN32_SIZE - 1
+
+    def win64(self, port):
+        base = (port + 1) << 36
+        return base, base + self.WIN64_SIZE - 1
+
+    def windows(self):
+        """(base, limit, port, enable) entries in window order."""
+        wins = [(*self.win32(p), p, True) for p in range(self.n)]
+        if self.has64:
+            wins += [(*self.win64(p), p, True) for p in range(self.n)]
+        return wins
+
+    def id_routes(self):
+        return [(self.bus(p), self.bus(p), p, True) for p in range(self.n)]
+
+    def address(self, rng, port, length_bytes, wide=None):
+        """A random DW-aligned address in ``port``'s memory with room for ``length_bytes``."""
+        if wide is None:
+            wide = self.has64 and rng.random() < 0.5
+        base, limit = self.win64(port) if wide else self.win32(port)
+        return base + 4 * rng.randrange((limit - base + 1 - length_bytes) // 4)
+
+
+def memory_bytes(address, n):
+    """What every endpoint's memory holds: a fixed function of the address (so read data is
+    predictable whatever writes raced with it)."""
+    return bytes(((a * 0x9E3779B1) >> 11) & 0xFF for a in range(address, address + n))
+
+
+class SwitchEnv:
+    """Everything a switch test needs.
+
+    Parameters
+    ----------
+    dut : cocotb top-level handle
+    params : SwitchParams
+    seed : int
+        Printed, and the only source of randomness (rerun with SMARTFABRIC_SEED=<seed>).
+    """
+
+    def __init__(self, dut, params, seed):
+        self.dut = dut
+        self.params = params
+        self.seed = seed
+        self.rng = random.Random(seed)
+        dut._log.info(f"seed {seed} (rerun with SMARTFABRIC_SEED={seed})")
+        n = params.n_ports
+        self.plan = AddressPlan(n, params.n_windows, params.n_id_routes)
+        self.config = SwitchConfig(n_ports=n, data_width=params.data_width,
+                                   max_payload=params.max_payload,
+                                   windows=self._pad(self.plan.windows(), params.n_windows,
+                                                     (0, 0, 0, False)),
+                                   id_routes=self._pad(self.plan.id_routes(), params.n_id_routes,
+                                                       (0, 0, 0, False)),
+                                   root_port=0, completer_id=0x0000)
+        self.model = SwitchModel(self.config)
+        self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes)
+        self.ports = None
+        self.regs = None
+        self.delivered = 0
+        self.delivered_beats = 0
+        self.answer_reads = True
+        self.tags = [0] * n
+        self.egress_log = []        # (cycle, port, packet), if enabled
+        self.keep_log = False
+
+    @staticmethod
+    def _pad(entries, size, empty):
+        return list(entries)[:size] + [empty] * (size - len(entries))
+
+    async def start(self):
+        """Clock, reset, bus models, program the configuration."""
+        dut = self.dut
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        dut.rst.value = 1
+        self.ports = FabricPorts(dut, self.params.n_ports, self.rng)
+        self.ports.on_ingress.append(self._ingress)
+        self.ports.on_egress.append(self._egress)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.axil.log.setLevel(logging.WARNING)     # it logs every access at INFO
+        self.regs = RegisterAccess(self.regmodel, self.axil)
+        await ClockCycles(dut.clk, 4)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, 2)
+        cocotb.start_soon(self.ports.run())
+        await self.program()
+
+    async def program(self):
+        """Write the model's configuration into the switch over AXI4-Lite."""
+        cfg, regs = self.config, self.regs
+        for k, (base, limit, port, enable) in enumerate(cfg.windows):
+            await regs.write(f"window[{k}].base_lo", base & 0xFFFFFFFF)
+            await regs.write(f"window[{k}].base_hi", base >> 32)
+            await regs.write(f"window[{k}].limit_lo", limit & 0xFFFFFFFF)
+            await regs.write(f"window[{k}].limit_hi", limit >> 32)
+            await regs.write(f"window[{k}].ctrl", enable=int(enable), port=port)
+        for k, (lo, hi, port, enable) in enumerate(cfg.id_routes):
+            await regs.write(f"id_route[{k}]", bus_lo=lo, bus_hi=hi, port=port,
+                             enable=int(enable))
+        rp = cfg.root_port
+        await regs.write("root_port", port=rp or 0, valid=int(rp is not None))
+        await regs.write("switch_id", completer_id=cfg.completer_id)
+        await regs.write("port_enable", cfg.port_enable)
+
+    # ---- monitors ----
+    def _ingress(self, port, beat):
+        self.model.ingress_beat(port, beat)
+
+    def _egress(self, port, packet):
+        src = self.model.match_egress(port, packet)
+        self.delivered += 1
+        self.delivered_beats += len(packet)
+        if self.keep_log:
+            self.egress_log.append((self.ports.cycle, port, src, packet))
+        self._check_meaning(port, packet)
+        if self.answer_reads and not packet.err:
+            self._endpoint(port, packet)
+
+    def _check_meaning(self, port, packet):
+        """What the independent encoder (cocotbext-pcie) reads in the delivered header agrees
+        with where the switch sent it."""
+        if packet.err:
+            return
+        d = decode_header(packet.hdr)
+        fmt, typ = d.fmt, d.type
+        if typ == Type.MEM and fmt <= Fmt.DW4_DATA:
+            tlp = self.to_tlp(packet)
+            base, limit = self.plan.win32(port)
+            ok = base <= tlp.address <= limit
+            if self.plan.has64:
+                b64, l64 = self.plan.win64(port)
+                ok = ok or b64 <= tlp.address <= l64
+            assert ok, f"{tlp!r} delivered at port {port}, outside its windows"
+        elif typ == Type.CPL and fmt in (Fmt.DW3, Fmt.DW3_DATA):
+            tlp = self.to_tlp(packet)
+            assert tlp.requester_id.bus == self.plan.bus(port), \
+                f"{tlp!r} delivered at port {port}, whose bus is {self.plan.bus(port)}"
+
+    def to_tlp(self, packet):
+        """Decode a delivered packet with the independent standard decoder."""
+        payload = tb.split_beats_payload(packet.beats, self.params.data_width) \
+            if packet.beats[0].keep else b""
+        return Tlp.unpack(tb.hdr_to_bytes(packet.hdr) + payload)
+
+    def _endpoint(self, port, packet):
+        """Endpoint at ``port``: answer a memory read with one completion with data."""
+        d = decode_header(packet.hdr)
+        if not (d.type == Type.MEM and d.fmt in (Fmt.DW3, Fmt.DW4)):
+            return
+        req = self.to_tlp(packet)
+        cpl = Tlp.create_completion_data_for_tlp(req, PcieId(self.plan.bus(port), 0, 0))
+        n = req.length * 4
+        cpl.set_data(memory_bytes(req.address, n))
+        cpl.byte_count = req.get_be_byte_count()
+        cpl.lower_address = req.get_lower_address()
+        self.send_tlp(port, cpl)
+
+    # ---- stimulus ----
+    def beats_of_tlp(self, tlp, pfx=0):
+        b = bytes(tlp.pack())
+        hsize = tlp.get_header_size()
+        return tb.packet_beats(tb.hdr_from_bytes(b[:hsize]), pfx, b[hsize:],
+                               self.params.data_width)
+
+    def send_tlp(self, port, tlp, pfx=0):
+        self.ports.send(port, self.beats_of_tlp(tlp, pfx))
+
+    def send_beats(self, port, beats):
+        self.ports.send(port, beats)
+
+    def next_tag(self, port):
+        t = self.tags[port]
+        self.tags[port] = (t + 1) % 1024
+        return t
+
+    def mem_write(self, src, dst, nbytes, wide=None):
+        """A cocotbext-pcie MWr from ``src``'s endpoint into ``dst``'s memory."""
+        addr = self.plan.address(self.rng, dst, nbytes, wide)
+        tlp = Tlp()
+        tlp.fmt_type = TlpType.MEM_WRITE_64 if addr >= 1 << 32 else TlpType.MEM_WRITE
+        tlp.requester_id = PcieId(self.plan.bus(src), 0, 0)
+        tlp.tag = self.next_tag(src)
+        tlp.set_addr_be_data(addr, self.rng.randbytes(nbytes))
+        return tlp
+
+    def mem_read(self, src, dst, nbytes, wide=None):
+        addr = self.plan.address(self.rng, dst, nbytes, wide)
+        tlp = Tlp()
+        tlp.fmt_type = TlpType.MEM_READ_64 if addr >= 1 << 32 else TlpType.MEM_READ
+        tlp.requester_id = PcieId(self.plan.bus(src), 0, 0)
+        tlp.tag = self.next_tag(src)
+        tlp.set_addr_be(addr, nbytes)
+        return tlp
+
+    def message(self, src, dst):
+        """A message that the configuration routes from ``src`` to ``dst`` (by ID, by
+        address, or to the root port when ``dst`` is it), with 0 to 2 DW of data."""
+        rid = self.plan.requester_id(src)
+        length = self.rng.choice([None, 1, 2])
+        payload = self.rng.randbytes(4 * length) if length else b""
+        kinds = ["id", "addr"] + (["root"] if dst == self.config.root_port else [])
+        kind = self.rng.choice(kinds)
+        kw = dict(requester_id=rid, tag=self.rng.randrange(256), length=length,
+                  code=self.rng.randrange(256))
+        if kind == "id":
+            hdr = tb.msg_by_id_hdr(self.plan.bus(dst) << 8, **kw)
+        elif kind == "addr":
+            hdr = tb.msg_by_addr_hdr(self.plan.address(self.rng, dst, 4), **kw)
+        else:
+            hdr = tb.msg_to_root_hdr(**kw)
+        return tb.packet_beats(hdr, 0, payload, self.params.data_width)
+
+    def random_packet(self, src, dst, max_bytes=None, mix=(0.6, 0.25, 0.15)):
+        """Beats of a random legal request from ``src`` to ``dst``: a write (60%), a read
+        (25%, answered by ``dst``'s endpoint) or a message (15%)."""
+        max_bytes = max_bytes or self.params.max_payload
+        nbytes = 4 * self.rng.randint(1, max_bytes // 4)
+        r = self.rng.random()
+        if r < mix[0]:
+            return self.beats_of_tlp(self.mem_write(src, dst, nbytes))
+        if r < mix[0] + mix[1]:
+            return self.beats_of_tlp(self.mem_read(src, dst, nbytes))
+        return self.message(src, dst)
+
+    # ---- end of test ----
+    async def drain(self, max_cycles=200_000):
+        """Wait until every offered packet is delivered and nothing is in flight; fail with
+        the leftovers after ``max_cycles``."""
+        clk = self.dut.clk
+        quiet = 0
+        for _ in range(max_cycles):
+            await RisingEdge(clk)
+            if self.ports.idle() and self.model.pending() == 0:
+                quiet += 1
+                if quiet >= 8:      # responses to the last reads may still be coming
+                    return
+            else:
+                quiet = 0
+        raise AssertionError(f"not drained after {max_cycles} cycles: "
+                             f"{self.model.pending()} packets missing\n"
+                             + self.model.describe_pending())
+
+    async def check_counters(self):
+        """Read every port's counters over AXI4-Lite and compare with the model (and with
+        the stall cycles the bus models saw)."""
+        await ClockCycles(self.dut.clk, 4)
+        mismatches = []
+        for p in range(self.params.n_ports):
+            expect = dict(self.model.counters[p])
+            expect["rx_stall"] = self.ports.rx_stall[p]
+            expect["tx_stall"] = self.ports.tx_stall[p]
+            for name, value in expect.items():
+                got = await self.regs.read(f"port[{p}].{name}")
+                if got != value:
+                    mismatches.append(f"port[{p}].{name}: switch {got}, expected {value}")
+        assert not mismatches, "counter mismatches:\n" + "\n".join(mismatches)
+        count = await self.regs.read("err_count")
+        assert count == min(self.model.err_count, 0xFFFFFFFF), \
+            f"err_count {count}, expected {self.model.err_count}"

@@ -1,0 +1,66 @@
+"""Build the switch's Verilog and run cocotb tests on it, on Verilator or Icarus."""
+
+import json
+import os
+from pathlib import Path
+
+from .simenv import setup_environment, simulator_missing
+from ..hdl.params import SwitchParams
+from ..synth.verilog import write_verilog, TOP_NAME
+
+__all__ = ["config_tag", "build", "run_test"]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def config_tag(params: SwitchParams):
+    return (f"n{params.n_ports}_w{params.data_width}_mps{params.max_payload}"
+            f"_q{params.voq_depth}_win{params.n_windows}_id{params.n_id_routes}")
+
+
+def _waves():
+    return os.environ.get("WAVES", "0") not in ("", "0")
+
+
+def build(params: SwitchParams, sim, build_root=None):
+    """Generate Verilog for ``params`` and build the simulator model (skipped when up to
+    date). Returns the runner and its build directory."""
+    reason = simulator_missing(sim)
+    if reason:
+        raise RuntimeError(reason)
+    setup_environment()
+    from cocotb_tools.runner import get_runner
+    build_root = Path(build_root or REPO / "sim_build")
+    build_dir = build_root / f"{sim}_{config_tag(params)}"
+    source = write_verilog(params, build_dir / f"{TOP_NAME}.v")
+    runner = get_runner(sim)
+    if sim == "verilator":
+        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+    else:
+        args = ["-g2005"]   # Icarus 11 with -g2012 can leave Amaranth's always @* at X
+    runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
+                 build_args=args, timescale=("1ns", "1ps"), waves=_waves(), always=False)
+    return runner, build_dir
+
+
+def run_test(params: SwitchParams, sim, testcase, *, seed=None, module="smartfabric.verif.test_switch",
+             extra_env=None, build_root=None):
+    """Run one cocotb test; raise AssertionError if it failed. Returns the results file."""
+    runner, build_dir = build(params, sim, build_root)
+    env = {"SMARTFABRIC_PARAMS": json.dumps(params.as_dict())}
+    if seed is not None:
+        env["SMARTFABRIC_SEED"] = str(seed)
+    for key in ("SMARTFABRIC_SEED", "SMARTFABRIC_SCALE", "SMARTFABRIC_PACKETS"):
+        if key in os.environ and key not in env:
+            env[key] = os.environ[key]
+    env.update(extra_env or {})
+    test_dir = build_dir / f"run_{testcase}"
+    results = runner.test(test_module=module, hdl_toplevel=TOP_NAME, testcase=testcase,
+                          build_dir=build_dir, test_dir=test_dir, extra_env=env,
+                          waves=_waves())
+    from cocotb_tools.check_results import get_results
+    total, failed = get_results(results)
+    if failed or total == 0:
+        raise AssertionError(f"{testcase} on {sim}: {failed} of {total} failed "
+                             f"(log above; results in {results})")
+    return results

@@ -1,0 +1,135 @@
+"""Bus-functional models of the switch's ports, driven from one per-cycle loop.
+
+One coroutine serves every port so a cycle costs one wake-up, not 2N: at each rising edge it
+samples last cycle's handshakes (values seen right after the edge are the pre-edge ones),
+hands completed transfers to callbacks, then drives the next beats and ``ready``s.
+"""
+
+import random
+from collections import deque
+
+from cocotb.triggers import RisingEdge
+
+from ..models.switch_model import Beat, Packet
+
+__all__ = ["FabricPorts"]
+
+_INGRESS_FIELDS = ("data", "keep", "first", "last", "hdr", "pfx")
+_EGRESS_FIELDS = ("data", "keep", "first", "last", "hdr", "pfx", "err")
+
+
+class FabricPorts:
+    """Drives every ingress and receives from every egress of a ``smartfabric_switch``.
+
+    Parameters
+    ----------
+    dut : cocotb handle of the top level
+    n_ports : int
+    rng : random.Random
+        Source of valid gaps and ready backpressure (seeded by the test).
+    gap_prob : float or list of float
+        Per ingress: chance of a cycle with ``valid`` low before each beat.
+    ready_prob : float or list of float
+        Per egress: chance that ``ready`` is high in a cycle.
+
+    Callbacks: ``on_ingress(port, beat)`` for every beat the switch accepted;
+    ``on_egress(port, packet)`` for every packet delivered (when its last beat arrives).
+    Counters of stalled cycles (``rx_stall``/``tx_stall``) are kept as the switch defines them.
+    """
+
+    def __init__(self, dut, n_ports, rng, gap_prob=0.0, ready_prob=1.0):
+        self.dut = dut
+        self.n = n_ports
+        self.rng = rng
+        self.gap_prob = self._per_port(gap_prob)
+        self.ready_prob = self._per_port(ready_prob)
+        self.queues = [deque() for _ in range(n_ports)]
+        self.on_ingress = []
+        self.on_egress = []
+        self.rx_stall = [0] * n_ports
+        self.tx_stall = [0] * n_ports
+        self.cycle = 0
+        self.blocked = set()        # egresses whose ready is forced low
+        self._s = [{f: getattr(dut, f"s{p}_{f}") for f in _INGRESS_FIELDS + ("valid", "ready")}
+                   for p in range(n_ports)]
+        self._m = [{f: getattr(dut, f"m{p}_{f}") for f in _EGRESS_FIELDS + ("valid", "ready")}
+                   for p in range(n_ports)]
+        self._current = [None] * n_ports
+        self._ready = [False] * n_ports
+        self._partial = [[] for _ in range(n_ports)]
+        self._task = None
+        for p in range(n_ports):
+            self._s[p]["valid"].value = 0
+            self._m[p]["ready"].value = 0
+
+    def _per_port(self, v):
+        return list(v) if isinstance(v, (list, tuple)) else [v] * self.n
+
+    def set_gap(self, prob):
+        self.gap_prob = self._per_port(prob)
+
+    def set_ready(self, prob):
+        self.ready_prob = self._per_port(prob)
+
+    def send(self, port, beats):
+        self.queues[port].extend(beats)
+
+    def idle(self):
+        """No beat waiting or in flight at any ingress, no partial packet at any egress."""
+        return (all(not q for q in self.queues) and all(c is None for c in self._current)
+                and all(not p for p in self._partial))
+
+    async def run(self):
+        clk = self.dut.clk
+        n = self.n
+        rng = self.rng
+        while True:
+            await RisingEdge(clk)
+            self.cycle += 1
+            for p in range(n):
+                s = self._s[p]
+                cur = self._current[p]
+                if cur is not None:
+                    if s["ready"].value:
+                        for cb in self.on_ingress:
+                            cb(p, cur)
+                        cur = self._current[p] = None
+                    else:
+                        self.rx_stall[p] += 1
+                if cur is None:
+                    q = self.queues[p]
+                    if q and rng.random() >= self.gap_prob[p]:
+                        cur = self._current[p] = q.popleft()
+                        s["data"].value = cur.data
+                        s["keep"].value = cur.keep
+                        s["first"].value = int(cur.first)
+                        s["last"].value = int(cur.last)
+                        s["hdr"].value = cur.hdr
+                        s["pfx"].value = cur.pfx
+                        s["valid"].value = 1
+                    else:
+                        s["valid"].value = 0
+            for p in range(n):
+                mh = self._m[p]
+                if mh["valid"].value:
+                    if self._ready[p]:
+                        beat = Beat(data=mh["data"].value.to_unsigned(),
+                                    keep=mh["keep"].value.to_unsigned(),
+                                    first=bool(mh["first"].value), last=bool(mh["last"].value),
+                                    hdr=mh["hdr"].value.to_unsigned(),
+                                    pfx=mh["pfx"].value.to_unsigned(),
+                                    err=bool(mh["err"].value))
+                        part = self._partial[p]
+                        part.append(beat)
+                        if beat.last:
+                            pkt = Packet(tuple(part))
+                            part.clear()
+                            for cb in self.on_egress:
+                                cb(p, pkt)
+                    else:
+                        self.tx_stall[p] += 1
+                ready = p not in self.blocked and (self.ready_prob[p] >= 1.0
+                                                   or rng.random() < self.ready_prob[p])
+                if ready != self._ready[p]:
+                    mh["ready"].value = int(ready)
+                    self._ready[p] = ready
