@@ -144,7 +144,8 @@ class SwitchEnv:
         self.ports.on_ingress.append(self._ingress)
         self.ports.on_egress.append(self._egress)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-        self.axil.log.setLevel(logging.WARNING)     # it logs every access at INFO
+        for part in (self.axil.write_if, self.axil.read_if):
+            part.log.setLevel(logging.WARNING)      # it logs every access at INFO
         self.regs = RegisterAccess(self.regmodel, self.axil)
         await ClockCycles(dut.clk, 4)
         dut.rst.value = 0
