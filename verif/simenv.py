@@ -28,9 +28,7 @@ def setup_environment():
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
         # The wheel's verilated.mk leaves the precompiled-header include flag empty, which
         # breaks the C++ build; a command-line variable (through MAKEFLAGS) restores it.
-        # The generated C++ is large and our benches spend their time in Python, so compile
-        # it unoptimised: builds take a fraction of the time for a small loss of speed.
-        for fix in ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O0", "OPT_SLOW=-O0"):
+        for fix in ("CFG_CXXFLAGS_PCH_I=-include",):
             if fix not in os.environ.get("MAKEFLAGS", ""):
                 os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + fix).strip()
 

@@ -58,6 +58,24 @@ async def random_traffic(dut):
         dut._log.info(f"{pattern}: {env.delivered} packets, {env.delivered_beats} beats "
                       f"delivered and checked so far")
     await env.check_counters()
+    if os.environ.get("SMARTFABRIC_RESULT"):
+        import json
+        summary = {
+            "config": f"{n} ports x {params.data_width} bits, VOQ depth {params.voq_depth}",
+            "seed": env.seed,
+            "patterns": "uniform, permutation, hotspot, incast, burst",
+            "packets_offered": sum(env.model.counters[p]["rx_packets"] for p in range(n)),
+            "packets_delivered_and_checked": env.delivered,
+            "beats_delivered": env.delivered_beats,
+            "cycles": env.ports.cycle,
+            "egress_utilisation": round(env.delivered_beats / (env.ports.cycle * n), 3),
+            "note": "utilisation under random valid gaps and ready backpressure; "
+                    "peak throughput: smartfabric bench unicast",
+            "counter_registers_checked": n * 19 + 1,
+            "lost_duplicated_reordered_corrupted": 0,
+        }
+        with open(os.environ["SMARTFABRIC_RESULT"], "w") as f:
+            json.dump(summary, f)
 
 
 def _bad_packets(env, src, dst):
