@@ -39,7 +39,7 @@ def _cases():
                 group = f"{sim}_{config_tag(params)}"
                 yield pytest.param(sim, params, test, packets[sim],
                                    id=f"{sim}-n{params.n_ports}w{params.data_width}-{test}",
-                                   marks=[pytest.mark.sim, pytest.mark.xdist_group(group)])
+                                   marks=[pytest.mark.sim, pytest.mark.xdist_group(name=group)])
 
 
 @pytest.mark.parametrize("sim,params,test,packets", list(_cases()))

@@ -1,0 +1,52 @@
+"""The command-line tool: Verilog generation and one-line answers to bad arguments."""
+
+import subprocess
+import sys
+
+import pytest
+
+from smartfabric.cli import main
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, "-m", "smartfabric.cli", *args],
+                       capture_output=True, text=True)
+    return r.returncode, r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["generate", "--ports", "40", "-o", "x.v"], "ports must be 2 to 32"),
+    (["generate", "--ports", "1", "-o", "x.v"], "ports must be 2 to 32"),
+    (["generate", "--data-width", "100", "-o", "x.v"], "data width must be one of"),
+    (["generate", "--voq-depth", "3", "-o", "x.v"], "VOQ depth"),
+    (["generate", "--bogus", "-o", "x.v"], "unrecognized arguments: --bogus"),
+    (["generate"], "required: -o/--output"),
+    (["bench", "allreduce"], "unknown benchmark"),
+    (["bench", "unicast", "--payload-beats", "0"], "--payload-beats must be at least 1"),
+    (["frobnicate"], "invalid choice"),
+    (["generate", "--ports", "x", "-o", "x.v"], "invalid int value"),
+])
+def test_bad_arguments_get_one_line(tmp_path, args, needle):
+    code, out, err = run(*args)
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("smartfabric: error:") and needle in lines[0], lines[0]
+
+
+def test_bad_config_file(tmp_path):
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text("[switch]\nn_ports = 4\nflux = 3\n")
+    code, _, err = run("generate", "--config", str(cfg), "-o", str(tmp_path / "x.v"))
+    assert code == 1 and "unknown keys" in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_from_config(tmp_path):
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text("[switch]\nn_ports = 2\ndata_width = 512\nn_windows = 2\nn_id_routes = 2\n")
+    out = tmp_path / "sw.v"
+    assert main(["generate", "--config", str(cfg), "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "module smartfabric_switch" in text
+    assert "input [511:0] s1_data" in text and "output [511:0] m1_data" in text
+    assert "s2_data" not in text
