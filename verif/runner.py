@@ -1,5 +1,6 @@
 """Build the switch's Verilog and run cocotb tests on it, on Verilator or Icarus."""
 
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -34,13 +35,20 @@ def build(params: SwitchParams, sim, build_root=None):
     build_dir = build_root / f"{sim}_{config_tag(params)}"
     source = write_verilog(params, build_dir / f"{TOP_NAME}.v")
     runner = get_runner(sim)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with open(build_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)    # parallel test workers share one build
+        _build_locked(runner, sim, source, build_dir)
+    return runner, build_dir
+
+
+def _build_locked(runner, sim, source, build_dir):
     if sim == "verilator":
         args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
     else:
         args = ["-g2005"]   # Icarus 11 with -g2012 can leave Amaranth's always @* at X
     runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
                  build_args=args, timescale=("1ns", "1ps"), waves=_waves(), always=False)
-    return runner, build_dir
 
 
 def run_test(params: SwitchParams, sim, testcase, *, seed=None, module="smartfabric.verif.test_switch",
