@@ -44,7 +44,10 @@ def build(params: SwitchParams, sim, build_root=None):
 
 def _build_locked(runner, sim, source, build_dir):
     if sim == "verilator":
-        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+        # -O0: Verilator's own optimisations cost minutes on this design and gain little
+        # here, where the benches spend their time in Python.
+        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0",
+                "-O0"]
     else:
         args = ["-g2005"]   # Icarus 11 with -g2012 can leave Amaranth's always @* at X
     runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
