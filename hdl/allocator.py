@@ -40,18 +40,27 @@ class IslipAllocator(wiring.Component):
     near 100% throughput with full request matrices, with no starvation: a requester waiting
     at an egress is granted within N accepted grants of that egress.
 
+    With ``exclusive_ingress=False`` the accept phase is left out: every grant is a match, so
+    an ingress may be matched to several egresses in one cycle. That is the right allocator
+    when each (ingress, egress) queue is its own memory with its own read port (as the
+    switch's virtual output queues are): nothing stops one ingress from feeding several
+    egresses at once, and dropping the artificial one-read-per-ingress limit removes the
+    matching inefficiency of input queueing (the egress pointers then move on every grant).
+
     Members
     -------
     requests : In(ArrayLayout(N, N))
         ``requests[i]`` has bit ``o`` set when ingress ``i`` has a packet for egress ``o`` and
         both are free. Callers clear rows/columns of busy ports.
     matches : Out(ArrayLayout(N, N))
-        ``matches[i]`` is one-hot (or zero): the egress matched to ingress ``i`` this cycle.
-        Combinational from ``requests`` (zero latency); at most one match per egress.
+        ``matches[i]`` has the egresses matched to ingress ``i`` this cycle: one-hot or zero
+        when ``exclusive_ingress``, any subset otherwise. Combinational from ``requests`` (zero
+        latency); at most one match per egress, always.
     """
 
-    def __init__(self, n):
+    def __init__(self, n, *, exclusive_ingress=True):
         self.n = n
+        self.exclusive_ingress = exclusive_ingress
         super().__init__({
             "requests": In(data.ArrayLayout(n, n)),
             "matches": Out(data.ArrayLayout(n, n)),
@@ -75,6 +84,9 @@ class IslipAllocator(wiring.Component):
         for i in range(n):
             offers = Signal(n, name=f"offers{i}")
             m.d.comb += offers.eq(Cat(grants_to[o][i] for o in range(n)))
+            if not self.exclusive_ingress:
+                m.d.comb += self.matches[i].eq(offers)
+                continue
             accept, any_accept = round_robin_pick(m, offers, accept_masks[i])
             m.d.comb += self.matches[i].eq(accept)
             with m.If(any_accept):

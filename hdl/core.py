@@ -27,9 +27,12 @@ class SwitchCore(wiring.Component):
 
     Each ingress has one virtual output queue (VOQ) per egress, so a packet waiting for a
     busy egress never blocks packets behind it for other egresses (until its own VOQ is full).
-    A single-iteration iSLIP allocator matches free ingresses to free egresses every cycle;
-    a match holds for the whole packet (packets never interleave on an egress) and the first
-    beat crosses in the same cycle as the match, so back-to-back packets leave with no gap.
+    Each VOQ is a separate memory with its own read port, so the crossbar connects VOQ[i][o]
+    to egress o and an ingress can feed several egresses in the same cycle; the allocator is
+    iSLIP's grant phase, a round-robin arbiter per free egress over the ingresses with a packet
+    for it. A grant holds for the whole packet (packets never interleave on an egress) and the
+    first beat crosses in the same cycle as the grant, so back-to-back packets leave with no
+    gap.
 
     Latency: a beat accepted on ``ingress[p]`` at clock edge *t* can be valid on an egress
     after edge *t+2* (ingress register, VOQ, egress register); that is the zero-load latency.
@@ -117,18 +120,19 @@ class SwitchCore(wiring.Component):
             m.d.sync += self.egress_events[o].eq(ev)
 
         # ---- allocation ----
-        in_busy = Signal(n)
         out_busy = Signal(n)
         out_owner = [Signal(range(n), name=f"out_owner{o}") for o in range(n)]
         can_load = Signal(n)
         for o in range(n):
             m.d.comb += can_load[o].eq(out_fifo[o].level < 2)
 
-        alloc = m.submodules.allocator = IslipAllocator(n)
+        # Every VOQ is its own memory, so an ingress may feed several egresses in one cycle:
+        # no accept phase, no per-ingress busy state (see IslipAllocator).
+        alloc = m.submodules.allocator = IslipAllocator(n, exclusive_ingress=False)
         for i in range(n):
             for o in range(n):
                 m.d.comb += alloc.requests[i][o].eq(
-                    ~in_busy[i] & ~out_busy[o] & can_load[o] & voq[i][o].r_rdy)
+                    ~out_busy[o] & can_load[o] & voq[i][o].r_rdy)
 
         # ---- crossbar: egress o reads VOQ[i][o] of its selected ingress ----
         for o in range(n):
@@ -161,12 +165,9 @@ class SwitchCore(wiring.Component):
             with m.If(out_busy[o]):
                 with m.If(move & head.last):
                     m.d.sync += out_busy[o].eq(0)
-                    for i in range(n):
-                        with m.If(out_owner[o] == i):
-                            m.d.sync += in_busy[i].eq(0)
             with m.Elif(matched & ~head.last):
                 m.d.sync += out_busy[o].eq(1)
                 for i in range(n):
                     with m.If(alloc.matches[i][o]):
-                        m.d.sync += [out_owner[o].eq(i), in_busy[i].eq(1)]
+                        m.d.sync += out_owner[o].eq(i)
         return m

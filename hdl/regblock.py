@@ -26,18 +26,110 @@ def _signal_name(path):
     return re.sub(r"[^0-9A-Za-z]+", "_", path).strip("_")
 
 
-def _mux_tree(sel, values):
-    """Binary multiplexer tree: ``values[sel]``, built level by level on the bits of ``sel``.
+def _address_mux(addr, leaves):
+    """Multiplexer keyed directly on the bits of ``addr``: ``leaves[addr]`` where mapped.
 
-    Indices at or beyond ``len(values)`` select one of the values (callers never use them).
+    A binary trie over the address bits, most significant first, in which a subtree holding a
+    single leaf is that leaf and a bit with one empty side costs nothing: ``len(leaves) - 1``
+    two-way multiplexers, no address decoder. The value at an address outside ``leaves`` is one
+    of the leaves (callers qualify it with :func:`_address_set`).
+
+    Parameters
+    ----------
+    addr : Value
+        Word address.
+    leaves : dict of int to Value
+        Word address -> value read there.
     """
-    level = list(values)
-    bit = 0
-    while len(level) > 1:
-        level = [Mux(sel[bit], level[j + 1], level[j]) if j + 1 < len(level) else level[j]
-                 for j in range(0, len(level), 2)]
-        bit += 1
-    return level[0]
+    def node(bit, items):
+        if len(items) == 1:
+            return items[0][1]
+        low = [(a, v) for a, v in items if not (a >> bit) & 1]
+        high = [(a, v) for a, v in items if (a >> bit) & 1]
+        if not low:
+            return node(bit - 1, high)
+        if not high:
+            return node(bit - 1, low)
+        return Mux(addr[bit], node(bit - 1, high), node(bit - 1, low))
+
+    assert leaves
+    return node(len(addr) - 1, sorted(leaves.items()))
+
+
+def _cut(addresses, bits, radix):
+    """Split sorted word ``addresses`` into the largest subtrees of the address trie (most
+    significant bit first, over ``bits`` bits) that hold at most ``radix`` addresses each."""
+    groups = []
+
+    def node(bit, items):
+        if len(items) <= radix:
+            groups.append(items)
+            return
+        for side in ([a for a in items if not (a >> bit) & 1],
+                     [a for a in items if (a >> bit) & 1]):
+            if side:
+                node(bit - 1, side)
+
+    node(bits - 1, list(addresses))
+    return groups
+
+
+def _mux_stages(addresses, bits, radix):
+    """Number of registered stages :func:`_pipelined_address_mux` needs for ``addresses``."""
+    stages, items = 0, sorted(addresses)
+    while len(items) > radix:
+        items = [group[0] for group in _cut(items, bits, radix)]
+        stages += 1
+    return stages
+
+
+def _pipelined_address_mux(m, addrs, leaves, radix, name):
+    """:func:`_address_mux` cut into ``len(addrs) - 1`` registered stages of at most ``radix``
+    inputs each (``log2(radix)`` levels of two-way multiplexers).
+
+    ``addrs[k]`` is the address as seen by stage *k* (the address delayed by *k* cycles); the
+    returned value is combinational from ``addrs[-1]`` and the last stage's registers. With
+    more stages than needed, the extra ones are plain delay registers.
+    """
+    items = sorted(leaves.items())
+    for stage, addr in enumerate(addrs[:-1]):
+        by_address = dict(items)
+        groups = _cut([a for a, _ in items], len(addr), radix)
+        items = []
+        for index, group in enumerate(groups):
+            value = by_address[group[0]]
+            reg = Signal(len(value), name=f"{name}_s{stage}_{index}")
+            m.d.sync += reg.eq(_address_mux(addr, {a: by_address[a] for a in group}))
+            items.append((group[0], reg))
+    return _address_mux(addrs[-1], dict(items))
+
+
+def _address_set(addr, members):
+    """One-bit function of ``addr``: whether it is in the set ``members`` of word addresses.
+
+    Built as a reduced ordered decision diagram over the address bits (identical subtrees,
+    such as the blocks of the per-port registers, are shared), so it stays small however many
+    registers the map has.
+    """
+    memo = {}
+
+    def node(bit, suffixes):
+        # suffixes: the members below this node, as the values of their bits [0, bit].
+        key = (bit, suffixes)
+        if key not in memo:
+            if not suffixes:
+                memo[key] = Const(0)
+            elif len(suffixes) == 1 << (bit + 1):
+                memo[key] = Const(1)
+            else:
+                low = frozenset(a for a in suffixes if not (a >> bit) & 1)
+                high = frozenset(a & ~(1 << bit) for a in suffixes if (a >> bit) & 1)
+                low_node, high_node = node(bit - 1, low), node(bit - 1, high)
+                memo[key] = (low_node if low_node is high_node
+                             else Mux(addr[bit], high_node, low_node))
+        return memo[key]
+
+    return node(len(addr) - 1, frozenset(members))
 
 
 class RegisterBlock(wiring.Component):
@@ -49,27 +141,39 @@ class RegisterBlock(wiring.Component):
 
     Contract
     --------
-    * **Read latency**: ``rvalid`` rises 3 cycles after the cycle in which ``arvalid & arready``
-      (handshake in cycle *t*, ``rvalid`` high from cycle *t* + 3: address register, registered
-      decode to a register index, registered read multiplexer). ``rdata``/``rresp`` then hold
+    * **Read latency**: ``rvalid`` rises :attr:`read_latency` cycles after the cycle of the
+      ``arvalid & arready`` handshake: one cycle to register the address, then
+      :attr:`read_stages` registered stages of the read multiplexer and a last stage that
+      also decodes the address and registers ``rdata``/``rresp``; each stage chooses among at
+      most :attr:`READ_MUX_RADIX` inputs. For the default configuration (8 ports) that is 4 cycles;
+      2 ports with 2 windows and 2 ID routes, 3. ``rvalid``/``rdata``/``rresp`` then hold
       until ``rready``; ``arready`` is low from the AR handshake until the R handshake, so one
-      read is outstanding at a time.
+      read is outstanding at a time. Hardware values are sampled on the cycle of the first
+      multiplexer stage.
     * **Write latency**: AW and W are accepted independently, in either order or together
       (``awready``/``wready`` are high while the block holds no address/data). The write takes
-      effect, and ``bvalid`` rises, in cycle max(*t_aw* + 3, *t_w* + 2), and not before the
-      previous ``bvalid`` was accepted. The new value is on ``hw_r`` in the same cycle as
-      ``bvalid`` rises. One write is outstanding at a time. ``wstrb`` selects the bytes written.
+      effect, and ``bvalid`` rises, 2 cycles after the later of the two handshakes, and not
+      before the previous ``bvalid`` was accepted. The new value is on ``hw_r`` in the same
+      cycle as ``bvalid`` rises. One write is outstanding at a time (a second AW/W is taken
+      and held while ``bvalid`` waits for ``bready``). ``wstrb`` selects the bytes written.
     * **Responses**: OKAY for every address that maps a register word, including writes to
       read-only registers and fields, which are ignored. SLVERR for an address that maps no
       register; such a read returns 0, such a write changes nothing.
     * **64-bit registers** (``regwidth = 64``, ``accesswidth = 32``, e.g. the port counters):
       low word at the register address, high word at +4. Reading the low word returns bits
-      31..0 of the hardware value *and*, in the same cycle, copies bits 63..32 into one snapshot
-      register shared by the whole block; reading the high word returns that snapshot. Reading
-      low then high therefore gives an atomic 64-bit value, provided no other 64-bit low word is
-      read in between (one software agent, or a lock, per block). Writes to them are ignored.
+      31..0 of the hardware value *and* copies bits 63..32, sampled in the same cycle, into one
+      snapshot register shared by the whole block; reading the high word returns that snapshot.
+      Reading low then high therefore gives an atomic 64-bit value, provided no other 64-bit
+      low word is read in between (one software agent, or a lock, per block). Reading a high
+      word alone returns the snapshot of the last low word read. Writes to them are ignored.
     * ``valid`` never depends combinationally on ``ready``: ``rvalid``/``bvalid``/``arready``/
       ``awready``/``wready`` all come straight from flip-flops.
+
+    Implementation: the read multiplexer is a trie over the address bits (no address decoder
+    and no register index; ``n - 1`` two-way multiplexers per bit for ``n`` readable words),
+    cut into registered stages; "is this address mapped" is a reduced decision diagram over
+    the address bits. Its size is set by the bits software can read (about one LUT4 per bit),
+    most of which, for 8 ports, are the 152 64-bit counters.
 
     Field access for the datapath
     -----------------------------
@@ -105,6 +209,12 @@ class RegisterBlock(wiring.Component):
     ----------
     ADDR_WIDTH : int
         Width of ``awaddr``/``araddr`` in bits (16: the map must fit in 64 KiB).
+    READ_MUX_RADIX : int
+        Most inputs one stage of the read multiplexer chooses among (16: four levels).
+    read_stages : int
+        Registered stages of the read multiplexer for this configuration.
+    read_latency : int
+        Cycles from the AR handshake to ``rvalid`` (``2 + read_stages``).
     registers : tuple of models.regmap.Register
         The register table the block was generated from, by ascending address.
     hw_r, hw_w, swmod : dict of str to Signal
@@ -119,6 +229,7 @@ class RegisterBlock(wiring.Component):
 
     ADDR_WIDTH = 16
     DATA_WIDTH = DATA_WIDTH
+    READ_MUX_RADIX = 16
 
     def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, rdl_path=None):
         if rdl_path is None:
@@ -140,6 +251,12 @@ class RegisterBlock(wiring.Component):
             raise
 
         aw, dw = self.ADDR_WIDTH, self.DATA_WIDTH
+        word_bits = aw - 2
+        low_words = [r.address >> 2 for r in self.registers]
+        high_halves = [r.address >> 2 for r in self.registers if r.width == 2 * dw]
+        self.read_stages = max(_mux_stages(low_words, word_bits, self.READ_MUX_RADIX),
+                               _mux_stages(high_halves, word_bits, self.READ_MUX_RADIX))
+        self.read_latency = 2 + self.read_stages
         super().__init__({
             "s_axil_awaddr": In(aw),
             "s_axil_awprot": In(3),
@@ -199,95 +316,90 @@ class RegisterBlock(wiring.Component):
             parts.append(Const(0, reg.width - pos))
         return Cat(*parts)
 
-    def _decode(self, m, word_addr, prefix):
-        """Registered decode of a word address into ``(ok, index, high_word, is_64bit)``.
-
-        ``ok`` is 0 where no register is mapped; ``index`` is the register's position in
-        :attr:`registers`.
-        """
-        idx_width = max(1, (len(self.registers) - 1).bit_length())
-        ok = Signal(name=f"{prefix}_ok")
-        idx = Signal(idx_width, name=f"{prefix}_idx")
-        high = Signal(name=f"{prefix}_high")
-        is64 = Signal(name=f"{prefix}_is64")
-        m.d.sync += [ok.eq(0), idx.eq(0), high.eq(0), is64.eq(0)]
-        with m.Switch(word_addr):
-            for i, reg in enumerate(self.registers):
-                for word in range(reg.n_words):
-                    with m.Case((reg.address >> 2) + word):
-                        m.d.sync += [ok.eq(1), idx.eq(i), high.eq(word),
-                                     is64.eq(reg.width == 64)]
-        return ok, idx, high, is64
-
     def elaborate(self, platform):
         m = Module()
         word_bits = self.ADDR_WIDTH - 2
         dw = self.DATA_WIDTH
 
-        # ---- read path: AR -> address register -> decode -> read mux -> R -------------------
-        rd_busy = Signal()     # from the AR handshake until the R handshake
-        rd_addr = Signal(word_bits)
-        rd_decoding = Signal()  # rd_addr is new; the decode registers it this cycle
-        rd_muxing = Signal()    # the decode is valid; the read mux registers rdata this cycle
-        snapshot = Signal(dw)   # high word of the last 64-bit register whose low word was read
+        # What is read at each word address (word address = byte address >> 2).
+        low_words = {}    # 32-bit registers, and the low words of 64-bit ones
+        high_halves = {}  # low word of a 64-bit register -> its high half, for the snapshot
+        high_words = set()
+        for reg in self.registers:
+            value, word = self._read_value(reg), reg.address >> 2
+            low_words[word] = value[:dw]
+            if reg.width == 2 * dw:
+                high_halves[word] = value[dw:]
+                high_words.add(word + 1)
+        mapped = set(low_words) | high_words
+
+        # ---- read path: AR -> address register -> pipelined read multiplexer -> R ----------
+        # Each of the READ_STAGES stages multiplexes at most READ_MUX_RADIX inputs and
+        # registers its outputs; the last one also decodes the address and writes rdata.
+        stages = self.read_stages
+        rd_busy = Signal()      # from the AR handshake until the R handshake
+        rd_addr = [Signal(word_bits, name=f"rd_addr_s{k}") for k in range(stages + 1)]
+        rd_pending = [Signal(name=f"rd_pending_s{k}") for k in range(stages + 1)]
+        snapshot = Signal(dw)   # high half of the last 64-bit register whose low word was read
 
         m.d.comb += self.s_axil_arready.eq(~rd_busy)
-        m.d.sync += [rd_decoding.eq(0), rd_muxing.eq(rd_decoding)]
+        m.d.sync += rd_pending[0].eq(0)
         with m.If(self.s_axil_arvalid & ~rd_busy):
-            m.d.sync += [rd_busy.eq(1), rd_decoding.eq(1), rd_addr.eq(self.s_axil_araddr[2:])]
+            m.d.sync += [rd_busy.eq(1), rd_pending[0].eq(1),
+                         rd_addr[0].eq(self.s_axil_araddr[2:])]
+        for k in range(stages):   # one copy of the address per stage: less fan-out per copy
+            m.d.sync += [rd_addr[k + 1].eq(rd_addr[k]), rd_pending[k + 1].eq(rd_pending[k])]
 
-        rd_ok, rd_idx, rd_high, rd_is64 = self._decode(m, rd_addr, "rd")
-
-        values = [self._read_value(reg) for reg in self.registers]
-        low_words = _mux_tree(rd_idx, [v[:dw] for v in values])
-        high_words = _mux_tree(rd_idx, [v[dw:2 * dw] if reg.width > dw else Const(0, dw)
-                                        for reg, v in zip(self.registers, values)])
-        with m.If(rd_muxing):
+        addr = rd_addr[-1]
+        # (Built outside any m.If: their stage registers load every cycle.)
+        low_mux = _pipelined_address_mux(m, rd_addr, low_words, self.READ_MUX_RADIX, "rd_low")
+        if high_halves:
+            high_mux = _pipelined_address_mux(m, rd_addr, high_halves, self.READ_MUX_RADIX,
+                                              "rd_high")
+        with m.If(rd_pending[-1]):
             m.d.sync += self.s_axil_rvalid.eq(1)
-            with m.If(~rd_ok):
+            with m.If(~_address_set(addr, mapped)):
                 m.d.sync += [self.s_axil_rdata.eq(0), self.s_axil_rresp.eq(_SLVERR)]
-            with m.Elif(rd_high):
+            with m.Elif(_address_set(addr, high_words)):
                 m.d.sync += [self.s_axil_rdata.eq(snapshot), self.s_axil_rresp.eq(_OKAY)]
             with m.Else():
-                m.d.sync += [self.s_axil_rdata.eq(low_words), self.s_axil_rresp.eq(_OKAY)]
-                with m.If(rd_is64):
-                    m.d.sync += snapshot.eq(high_words)
+                m.d.sync += [self.s_axil_rdata.eq(low_mux), self.s_axil_rresp.eq(_OKAY)]
+                if high_halves:
+                    with m.If(_address_set(addr, high_halves)):
+                        m.d.sync += snapshot.eq(high_mux)
         with m.If(self.s_axil_rvalid & self.s_axil_rready):
             m.d.sync += [self.s_axil_rvalid.eq(0), rd_busy.eq(0)]
 
-        # ---- write path: AW and W held independently -> decode -> write -> B ---------------
+        # ---- write path: AW and W held independently -> write -> B --------------------------
         aw_held = Signal()
-        aw_decoded = Signal()   # aw_held, and the decode of wr_addr is valid
         wr_addr = Signal(word_bits)
         w_held = Signal()
         w_data = Signal(dw)
         w_strb = Signal(dw // 8)
 
         m.d.comb += [self.s_axil_awready.eq(~aw_held), self.s_axil_wready.eq(~w_held)]
-        m.d.sync += aw_decoded.eq(aw_held)
         with m.If(self.s_axil_awvalid & ~aw_held):
             m.d.sync += [aw_held.eq(1), wr_addr.eq(self.s_axil_awaddr[2:])]
         with m.If(self.s_axil_wvalid & ~w_held):
             m.d.sync += [w_held.eq(1), w_data.eq(self.s_axil_wdata), w_strb.eq(self.s_axil_wstrb)]
 
-        wr_ok, wr_idx, wr_high, _ = self._decode(m, wr_addr, "wr")
-        wr_go = Signal()
-        m.d.comb += wr_go.eq(aw_decoded & w_held & ~self.s_axil_bvalid)
+        wr_go = Signal()        # both held, and the previous response was taken
+        m.d.comb += wr_go.eq(aw_held & w_held & ~self.s_axil_bvalid)
         with m.If(wr_go):
-            m.d.sync += [aw_held.eq(0), aw_decoded.eq(0), w_held.eq(0),
-                         self.s_axil_bvalid.eq(1),
-                         self.s_axil_bresp.eq(Mux(wr_ok, _OKAY, _SLVERR))]
+            m.d.sync += [aw_held.eq(0), w_held.eq(0), self.s_axil_bvalid.eq(1),
+                         self.s_axil_bresp.eq(Mux(_address_set(wr_addr, mapped),
+                                                  _OKAY, _SLVERR))]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
 
         for strobe in self.swmod.values():
             m.d.sync += strobe.eq(0)
-        for i, reg in enumerate(self.registers):
+        for reg in self.registers:
             writable = [f for f in reg.fields if f.kind.sw_writable]
             if not writable:
                 continue
             we = Signal(name=f"we_{_signal_name(reg.path)}")
-            m.d.comb += we.eq(wr_go & wr_ok & (wr_idx == i) & ~wr_high)
+            m.d.comb += we.eq(wr_go & (wr_addr == reg.address >> 2))
             for f in writable:
                 if f.kind is FieldKind.CLEAR_ON_WRITE:
                     written = Cat(w_data[b] & w_strb[b // 8]

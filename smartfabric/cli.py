@@ -86,12 +86,12 @@ def _cmd_synth(args):
     ecp5.run_ecp5(params, args.out, freq_mhz=args.freq)
 
 
-def _run_bench_test(params, sim, testcase, module, env):
+def _run_bench_test(params, sim, testcase, module, env, build_root):
     from .verif.runner import run_test
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         env = dict(env, SMARTFABRIC_RESULT=str(result))
-        run_test(params, sim, testcase, module=module, extra_env=env)
+        run_test(params, sim, testcase, module=module, extra_env=env, build_root=build_root)
         return json.loads(result.read_text())
 
 
@@ -106,7 +106,8 @@ def _cmd_bench(args):
     if args.seed is not None:
         env["SMARTFABRIC_SEED"] = str(args.seed)
     result = _capture(lambda: _run_bench_test(params, args.sim, "unicast_bench",
-                                              "smartfabric.verif.test_perf", env), args.json)
+                                              "smartfabric.verif.test_perf", env,
+                                              args.build_dir), args.json)
     result["simulator"] = args.sim
     if args.json:
         print(json.dumps(result, indent=2))
@@ -186,6 +187,8 @@ def main(argv=None):
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--build-dir", type=Path, default=Path("build/bench"),
+                   help="where simulator builds are kept (default build/bench)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="generate the default switch and run a checked workload")

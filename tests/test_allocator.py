@@ -16,9 +16,9 @@ def seed():
     return s
 
 
-def simulate(n, requests_per_cycle):
+def simulate(n, requests_per_cycle, **kwargs):
     """Drive a request matrix each cycle; return the match matrices seen."""
-    dut = IslipAllocator(n)
+    dut = IslipAllocator(n, **kwargs)
     seen = []
 
     async def tb(ctx):
@@ -67,3 +67,18 @@ def test_no_starvation(n, seed):
     winners = [next(i for i in range(n) if m[i]) for m in seen]
     for start in range(len(winners) - n):
         assert set(winners[start:start + n]) == set(range(n)), winners
+
+
+@pytest.mark.parametrize("n", [3, 8])
+def test_non_exclusive_ingress(n, seed):
+    """Without the accept phase every egress grants one requester by round robin; an ingress
+    may win several egresses in a cycle."""
+    rng = random.Random(seed)
+    cycles = [[rng.getrandbits(n) for _ in range(n)] for _ in range(200)]
+    dut_cycles = simulate(n, cycles, exclusive_ingress=False)
+    for reqs, matches in zip(cycles, dut_cycles):
+        for o in range(n):
+            winners = [i for i in range(n) if matches[i] >> o & 1]
+            requesters = [i for i in range(n) if reqs[i] >> o & 1]
+            assert len(winners) == (1 if requesters else 0), (o, winners, requesters)
+            assert set(winners) <= set(requesters)

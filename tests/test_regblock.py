@@ -284,8 +284,10 @@ def test_read_only_registers_ignore_writes(rng):
     run(dut, tb, "read_only")
 
 
-def test_hw_w_inputs_visible(rng):
-    dut, model = make()
+@pytest.mark.parametrize("config", [{}, {"n_ports": 8, "n_windows": 16, "n_id_routes": 16}],
+                         ids=["small", "default"])
+def test_hw_w_inputs_visible(rng, config):
+    dut, model = make(**config)
 
     async def tb(ctx):
         for _ in range(2):
@@ -396,7 +398,8 @@ def test_backpressure_holds_responses():
 
 
 def test_latency_contract():
-    """rvalid and bvalid rise 3 cycles after the handshake cycle, as the docstring says."""
+    """rvalid rises read_latency cycles, bvalid 2 cycles after the handshake cycle, as the
+    docstring says."""
     dut, model = make()
 
     async def cycles_until(ctx, signal):
@@ -412,7 +415,7 @@ def test_latency_contract():
         assert ctx.get(dut.s_axil_arready)
         await ctx.tick()                                  # handshake cycle ends
         ctx.set(dut.s_axil_arvalid, 0)
-        assert await cycles_until(ctx, dut.s_axil_rvalid) == 3 - 1
+        assert await cycles_until(ctx, dut.s_axil_rvalid) == dut.read_latency - 1
         assert await r_get(ctx, dut) == (0x53464142, OKAY)
 
         ctx.set(dut.s_axil_awaddr, model.address("switch_id"))
@@ -424,7 +427,7 @@ def test_latency_contract():
         await ctx.tick()
         ctx.set(dut.s_axil_awvalid, 0)
         ctx.set(dut.s_axil_wvalid, 0)
-        assert await cycles_until(ctx, dut.s_axil_bvalid) == 3 - 1
+        assert await cycles_until(ctx, dut.s_axil_bvalid) == 2 - 1
         assert ctx.get(dut.hw_r["switch_id.completer_id"]) == 0xBEEF  # with bvalid
         assert await b_get(ctx, dut) == OKAY
 
