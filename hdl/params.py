@@ -31,7 +31,7 @@ class SwitchParams:
     n_ports: int = 8
     data_width: int = 256
     max_payload: int = 256
-    voq_depth: int = 8
+    voq_depth: int = 32
     n_windows: int = 16
     n_id_routes: int = 16
 

@@ -23,7 +23,7 @@ def _add_switch_args(p, *, ports=8, width=256):
     p.add_argument("--data-width", type=int, default=width,
                    help=f"beat width in bits: 64, 128, 256, 512 (default {width})")
     p.add_argument("--max-payload", type=int, default=None, help="max payload bytes (default 256)")
-    p.add_argument("--voq-depth", type=int, default=None, help="VOQ depth in beats (default 8)")
+    p.add_argument("--voq-depth", type=int, default=None, help="VOQ depth in beats (default 32)")
     p.add_argument("--config", type=Path, default=None,
                    help="TOML file with a [switch] table of SwitchParams fields")
 
