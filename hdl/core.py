@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 
 from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat
-from .ingress import IngressPort, IngressEvents, WindowEntry, IdRouteEntry
+from .ingress import IngressPort, IngressEvents, routing_config_members
 from .allocator import IslipAllocator
 
 __all__ = ["SwitchCore", "EgressEvents"]
@@ -57,12 +57,7 @@ class SwitchCore(wiring.Component):
             "egress": Out(stream.Signature(EgressBeat(w))).array(n),
             "ingress_events": Out(IngressEvents).array(n),
             "egress_events": Out(EgressEvents).array(n),
-            "port_enable": In(n),
-            "completer_id": In(16),
-            "root_port": In(5),
-            "root_valid": In(1),
-            "windows": In(data.ArrayLayout(WindowEntry, params.n_windows)),
-            "id_routes": In(data.ArrayLayout(IdRouteEntry, params.n_id_routes)),
+            **routing_config_members(params),
         })
 
     def elaborate(self, platform):
@@ -77,15 +72,9 @@ class SwitchCore(wiring.Component):
         for i in range(n):
             port = m.submodules[f"ingress{i}"] = IngressPort(p, i)
             wiring.connect(m, wiring.flipped(self.ingress[i]), port.i)
-            m.d.comb += [
-                self.ingress_events[i].eq(port.events),
-                port.port_enable.eq(self.port_enable),
-                port.completer_id.eq(self.completer_id),
-                port.root_port.eq(self.root_port),
-                port.root_valid.eq(self.root_valid),
-                port.windows.eq(self.windows),
-                port.id_routes.eq(self.id_routes),
-            ]
+            m.d.comb += self.ingress_events[i].eq(port.events)
+            for name in routing_config_members(p):
+                m.d.comb += getattr(port, name).eq(getattr(self, name))
             w_rdy = Signal(n, name=f"voq_w_rdy{i}")
             for o in range(n):
                 q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=beat_width,

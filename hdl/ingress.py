@@ -9,7 +9,8 @@ from ..models.formats import DropReason as R
 from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field
 from .params import SwitchParams
 
-__all__ = ["WindowEntry", "IdRouteEntry", "IngressPort", "IngressEvents"]
+__all__ = ["WindowEntry", "IdRouteEntry", "IngressPort", "IngressEvents",
+           "routing_config_members"]
 
 
 class WindowEntry(data.Struct):
@@ -38,6 +39,20 @@ class IngressEvents(data.Struct):
     ur: 1                # an Unsupported Request completion was queued
     hdr: 128             # header and prefix of the packet ``reason`` refers to
     pfx: 32
+
+
+def routing_config_members(params):
+    """Signature members carrying the routing configuration (from the register block):
+    ``port_enable``, ``completer_id``, ``root_port``, ``root_valid``, ``windows``,
+    ``id_routes``."""
+    return {
+        "port_enable": In(params.n_ports),
+        "completer_id": In(16),
+        "root_port": In(5),
+        "root_valid": In(1),
+        "windows": In(data.ArrayLayout(WindowEntry, params.n_windows)),
+        "id_routes": In(data.ArrayLayout(IdRouteEntry, params.n_id_routes)),
+    }
 
 
 def _popcount(v):
@@ -78,12 +93,7 @@ class IngressPort(wiring.Component):
             "o": Out(stream.Signature(data.StructLayout({
                 "beat": EgressBeat(params.data_width), "dest": range(n)}))),
             "events": Out(IngressEvents),
-            "port_enable": In(n),
-            "completer_id": In(16),
-            "root_port": In(5),
-            "root_valid": In(1),
-            "windows": In(data.ArrayLayout(WindowEntry, params.n_windows)),
-            "id_routes": In(data.ArrayLayout(IdRouteEntry, params.n_id_routes)),
+            **routing_config_members(params),
         })
 
     def elaborate(self, platform):

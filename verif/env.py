@@ -241,24 +241,29 @@ class SwitchEnv:
         self.tags[port] = (t + 1) % 1024
         return t
 
-    def mem_write(self, src, dst, nbytes, wide=None):
-        """A cocotbext-pcie MWr from ``src``'s endpoint into ``dst``'s memory."""
+    def _mem_request(self, src, dst, nbytes, wide, write):
+        """A cocotbext-pcie MWr (``write``) or MRd from ``src``'s endpoint for ``nbytes`` of
+        ``dst``'s memory; 64-bit header when the random address is above 4 GiB."""
         addr = self.plan.address(self.rng, dst, nbytes, wide)
+        wide_addr = addr >= 1 << 32
         tlp = Tlp()
-        tlp.fmt_type = TlpType.MEM_WRITE_64 if addr >= 1 << 32 else TlpType.MEM_WRITE
+        if write:
+            tlp.fmt_type = TlpType.MEM_WRITE_64 if wide_addr else TlpType.MEM_WRITE
+        else:
+            tlp.fmt_type = TlpType.MEM_READ_64 if wide_addr else TlpType.MEM_READ
         tlp.requester_id = PcieId(self.plan.bus(src), 0, 0)
         tlp.tag = self.next_tag(src)
-        tlp.set_addr_be_data(addr, self.rng.randbytes(nbytes))
+        if write:
+            tlp.set_addr_be_data(addr, self.rng.randbytes(nbytes))
+        else:
+            tlp.set_addr_be(addr, nbytes)
         return tlp
 
+    def mem_write(self, src, dst, nbytes, wide=None):
+        return self._mem_request(src, dst, nbytes, wide, write=True)
+
     def mem_read(self, src, dst, nbytes, wide=None):
-        addr = self.plan.address(self.rng, dst, nbytes, wide)
-        tlp = Tlp()
-        tlp.fmt_type = TlpType.MEM_READ_64 if addr >= 1 << 32 else TlpType.MEM_READ
-        tlp.requester_id = PcieId(self.plan.bus(src), 0, 0)
-        tlp.tag = self.next_tag(src)
-        tlp.set_addr_be(addr, nbytes)
-        return tlp
+        return self._mem_request(src, dst, nbytes, wide, write=False)
 
     def message(self, src, dst):
         """A message that the configuration routes from ``src`` to ``dst`` (by ID, by
