@@ -68,9 +68,9 @@ async def random_traffic(dut):
             "packets_delivered_and_checked": env.delivered,
             "beats_delivered": env.delivered_beats,
             "cycles": env.ports.cycle,
-            "egress_utilisation": round(env.delivered_beats / (env.ports.cycle * n), 3),
-            "note": "utilisation under random valid gaps and ready backpressure; "
-                    "peak throughput: smartfabric bench unicast",
+            "delivered_beats_per_egress_per_cycle":
+                round(env.delivered_beats / (env.ports.cycle * n), 3),
+            "load": "random valid gaps, ready backpressure, drains between patterns",
             "counter_registers_checked": n * 19 + 1,
             "lost_duplicated_reordered_corrupted": 0,
         }
