@@ -35,7 +35,7 @@ class SwitchCore(wiring.Component):
     gap.
 
     Latency: a beat accepted on ``ingress[p]`` at clock edge *t* can be valid on an egress
-    after edge *t+2* (ingress register, VOQ, egress register); that is the zero-load latency.
+    after edge *t+3* (two ingress stages, VOQ, egress buffer); that is the zero-load latency.
 
     Members
     -------

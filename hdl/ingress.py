@@ -55,6 +55,17 @@ def routing_config_members(params):
     }
 
 
+def _address(m, hdr):
+    """64-bit target address of a memory request or address-routed message header (3-DW
+    headers: upper half zero; the two low bits are reserved and read as zero)."""
+    dw0, dw2, dw3 = hdr_dw(hdr, 0), hdr_dw(hdr, 2), hdr_dw(hdr, 3)
+    is_4dw = hdr_field(dw0, F.DW0, "fmt")[0]
+    address = Signal(64)
+    m.d.comb += address.eq(Mux(is_4dw, Cat(C(0, 2), dw3[2:], dw2),
+                               Cat(C(0, 2), dw2[2:], C(0, 32))))
+    return address
+
+
 def _popcount(v):
     total = C(0, 7)
     for bit in v:
@@ -71,8 +82,9 @@ class IngressPort(wiring.Component):
         The port's ingress stream. ``i.ready`` depends only on registers of this block and of
         the virtual output queues (never on any egress ``ready``).
     o : Out(stream.Signature({beat: EgressBeat, dest: port}))
-        Beats to write into virtual output queue ``dest`` of this ingress. Registered: a beat
-        accepted on ``i`` at edge *t* is valid on ``o`` after edge *t* (one cycle). Beats of a
+        Beats to write into virtual output queue ``dest`` of this ingress. Two register stages
+        (address/ID comparisons, then the verdict): a beat accepted on ``i`` at edge *t* is
+        valid on ``o`` after edge *t+1* at the earliest. Beats of a
         packet are never reordered; a dropped packet produces no beat, a packet answered with
         an Unsupported Request produces the one-beat completion instead, addressed to this port.
     events : Out(IngressEvents)
@@ -102,7 +114,32 @@ class IngressPort(wiring.Component):
         n = p.n_ports
         lanes = p.lanes
         lane_bits = lanes.bit_length() - 1
-        beat = self.i.payload
+        # ---- stage 1: register the beat, with the 64-bit window and ID-route comparisons
+        # already made (they are the long carry chains; the verdict needs only their bits) ----
+        beat = Signal(IngressBeat(p.data_width))
+        staged = Signal()
+        window_match = Signal(p.n_windows)
+        id_match = Signal(p.n_id_routes)
+        advance = Signal()     # stage 2 takes the staged beat this cycle
+        m.d.comb += [
+            advance.eq(staged & (~self.o.valid | self.o.ready)),
+            self.i.ready.eq(~staged | advance),
+        ]
+        incoming = self.i.payload.hdr
+        in_address = _address(m, incoming)
+        in_bus = hdr_dw(incoming, 2)[24:32]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [beat.eq(self.i.payload), staged.eq(1)]
+            for k, w in enumerate(self.windows):
+                m.d.sync += window_match[k].eq(w.enable & (w.base <= in_address) &
+                                               (in_address <= w.limit) & (w.port < n))
+            for k, r in enumerate(self.id_routes):
+                m.d.sync += id_match[k].eq(r.enable & (r.bus_lo <= in_bus) &
+                                           (in_bus <= r.bus_hi) & (r.port < n))
+        with m.Elif(advance):
+            m.d.sync += staged.eq(0)
+
+        # ---- stage 2: decode, verdict, write towards the VOQs ----
         hdr = beat.hdr
         dw0, dw1, dw2, dw3 = (hdr_dw(hdr, k) for k in range(4))
 
@@ -150,21 +187,17 @@ class IngressPort(wiring.Component):
             partial_covers = (rem > j) if j < lanes - 1 else 0  # rem never exceeds lanes-1
             m.d.comb += last_keep[j].eq((payload_bytes != 0) & ((rem == 0) | partial_covers))
 
-        # ---- routing lookup ----
-        address = Signal(64)
-        m.d.comb += address.eq(Mux(is_4dw, Cat(C(0, 2), dw3[2:], dw2), Cat(C(0, 2), dw2[2:], C(0, 32))))
-        bus = dw2[24:32]
-
+        # ---- routing lookup: the lowest-numbered matching entry wins (it is assigned last) ----
         win_hit = Signal()
         win_port = Signal(5)
-        for w in reversed(list(self.windows)):  # lowest index wins: it is assigned last
-            with m.If(w.enable & (w.base <= address) & (address <= w.limit) & (w.port < n)):
-                m.d.comb += [win_hit.eq(1), win_port.eq(w.port)]
+        for k in reversed(range(p.n_windows)):
+            with m.If(window_match[k]):
+                m.d.comb += [win_hit.eq(1), win_port.eq(self.windows[k].port)]
         id_hit = Signal()
         id_port = Signal(5)
-        for r in reversed(list(self.id_routes)):
-            with m.If(r.enable & (r.bus_lo <= bus) & (bus <= r.bus_hi) & (r.port < n)):
-                m.d.comb += [id_hit.eq(1), id_port.eq(r.port)]
+        for k in reversed(range(p.n_id_routes)):
+            with m.If(id_match[k]):
+                m.d.comb += [id_hit.eq(1), id_port.eq(self.id_routes[k].port)]
         root_hit = self.root_valid & (self.root_port < n)
 
         routed = Signal()
@@ -248,8 +281,7 @@ class IngressPort(wiring.Component):
             m.d.comb += later_reason.eq(R.OVERLONG)
 
         # ---- output register towards the VOQs ----
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        accept = self.i.valid & self.i.ready
+        accept = advance
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
 
