@@ -116,19 +116,29 @@ def _cmd_bench(args):
             print(f"{k:28s} {v}")
 
 
-def _capture(fn, quiet):
-    """Run ``fn`` with the simulator's chatter sent to stderr when JSON goes to stdout."""
+def _capture(fn, quiet, log=None):
+    """Run ``fn`` with the simulator's chatter sent to stderr when JSON goes to stdout, or
+    to the file ``log`` (both stdout and stderr) when one is given."""
     if not quiet:
         return fn()
     sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = open(log, "a") if log else None
+    os.dup2(target.fileno() if target else 2, 1)
+    if target:
+        os.dup2(target.fileno(), 2)
     try:
         return fn()
     finally:
         sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        if target:
+            target.close()
 
 
 def _cmd_demo(args):
@@ -147,14 +157,21 @@ def _cmd_demo(args):
     env = {"SMARTFABRIC_PACKETS": str(args.packets)}
     if args.seed is not None:
         env["SMARTFABRIC_SEED"] = str(args.seed)
-    mixed = _capture(lambda: _run_bench_test(params, "verilator", "random_traffic",
-                                             "smartfabric.verif.test_switch", env,
-                                             out / "sim"), True)
+    log = out / "simulation.log"
+    log.unlink(missing_ok=True)
+    print(f"      (build and simulator output: {log})", flush=True)
+    try:
+        mixed = _capture(lambda: _run_bench_test(params, "verilator", "random_traffic",
+                                                 "smartfabric.verif.test_switch", env,
+                                                 out / "sim"), True, log)
+    except (AssertionError, RuntimeError) as e:
+        raise RuntimeError(f"{str(e).splitlines()[0]} (details in {log})") from e
     print("[3/3] saturated traffic on the same Verilog: throughput and zero-load latency ...",
           flush=True)
     peak = _capture(lambda: _run_bench_test(params, "verilator", "unicast_bench",
                                             "smartfabric.verif.test_perf",
-                                            {"SMARTFABRIC_CYCLES": "1000"}, out / "sim"), True)
+                                            {"SMARTFABRIC_CYCLES": "1000"}, out / "sim"),
+                    True, log)
     summary = {"mixed_traffic": mixed, "saturated": peak}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print()
