@@ -225,7 +225,7 @@ def _main_clock(fmax):
 
 
 def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381", speed=8,
-             freq_mhz=150, seed=1, log=print, timeout_s=None) -> dict:
+             freq_mhz=150, seed=1, log=print, router="router1", timeout_s=None) -> dict:
     """Synthesise, place and route the switch for an ECP5 and measure Fmax and utilisation.
 
     Steps: write ``smartfabric_switch.v`` for ``params``; Yosys ``synth_ecp5`` (Yosys 0.70
@@ -279,6 +279,9 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         Target clock frequency for timing-driven placement and routing.
     seed : int
         nextpnr placer seed (Fmax varies by a few percent from seed to seed).
+    router : str
+        nextpnr router, ``"router1"`` (nextpnr's default) or ``"router2"`` (converges
+        faster on congested designs).
     log : callable
         Receives the progress and result lines (``Fmax: <MHz> MHz`` exactly once, then
         ``LUT4: <n>  FF: <n>  BRAM: <n>``).
@@ -297,7 +300,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     Raises
     ------
     ValueError
-        Bad device, speed or frequency.
+        Bad device, speed, frequency or router.
     RuntimeError
         A tool failed (the message ends with the tail of its log), or the design does not
         fit the device: nextpnr is stopped as soon as its utilisation report (before
@@ -309,6 +312,8 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         raise ValueError(f"speed grade must be 6, 7 or 8, not {speed!r}")
     if not freq_mhz > 0:
         raise ValueError(f"frequency must be positive, not {freq_mhz!r}")
+    if router not in ("router1", "router2"):
+        raise ValueError(f"router must be router1 or router2, not {router!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = {}
@@ -352,7 +357,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     args = [f"--{device}", "--package", package, "--speed", str(speed),
             "--json", "out.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed),
             "--report", "report.json", "--lpf-allow-unconstrained", "--timing-allow-fail",
-            "--log", "nextpnr.log", "--quiet"]
+            "--router", router, "--log", "nextpnr.log", "--quiet"]
     (out / "nextpnr.args").write_text(" ".join(args) + "\n")
     (out / "report.json").unlink(missing_ok=True)
     rc, text, over = _run_nextpnr(out, args, timeout_s)
@@ -399,6 +404,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         "package": package,
         "speed": speed,
         "seed": seed,
+        "router": router,
         "clock": clock,
         "fmax_mhz": round(fmax, 2),
         "target_mhz": freq_mhz,
@@ -458,6 +464,7 @@ def add_arguments(parser):
     parser.add_argument("--speed", type=int, default=8, choices=(6, 7, 8))
     parser.add_argument("--freq", type=float, default=150.0, help="target MHz (default 150)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--router", default="router1", choices=("router1", "router2"))
     return parser
 
 
@@ -473,7 +480,7 @@ def run_from_args(args, parser):
         parser.error(str(e))
     try:
         run_ecp5(params, args.out, device=args.device, package=args.package,
-                 speed=args.speed, freq_mhz=args.freq, seed=args.seed)
+                 speed=args.speed, freq_mhz=args.freq, seed=args.seed, router=args.router)
     except RuntimeError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1

@@ -61,6 +61,7 @@ def test_top_ports_rejects_missing_module():
     (["--freq", "0"], "frequency must be positive"),
     (["--speed", "9"], "invalid choice"),
     (["--device", "100k"], "invalid choice"),
+    (["--router", "router3"], "invalid choice"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_arguments_one_line_exit_2(argv, message, capsys, tmp_path):
