@@ -1198,6 +1198,20 @@ def _feed_interleaved(rng, m, streams):
                 break
 
 
+def _random_legal_packets(rng, cfg, n):
+    """Yield ``(src, dst, hdr, beats)`` of random legal packets from every port (lazily, so a
+    caller may draw from ``rng`` between packets)."""
+    seq = 0
+    for s in range(n):
+        for _ in range(rng.randint(0, 40)):
+            seq += 1
+            dst = rng.randrange(n)
+            h, pfx, data = _legal_packet(rng, cfg, seq, dst)
+            if decode_header(h).route == "root":
+                dst = cfg.root_port
+            yield s, dst, h, packet_beats(h, pfx, data, cfg.data_width)
+
+
 def test_random_legal_traffic_conservation():
     seed = _seed()
     rng = random.Random(seed)
@@ -1207,17 +1221,9 @@ def test_random_legal_traffic_conservation():
         m = SwitchModel(cfg)
         sent = {(s, d): [] for s in range(n) for d in range(n)}
         streams = {p: [] for p in range(n)}
-        seq = 0
-        for s in range(n):
-            for _ in range(rng.randint(0, 40)):
-                seq += 1
-                dst = rng.randrange(n)
-                h, pfx, data = _legal_packet(rng, cfg, seq, dst)
-                if decode_header(h).route == "root":
-                    dst = cfg.root_port
-                beats = packet_beats(h, pfx, data, cfg.data_width)
-                sent[(s, dst)].append(Packet(beats))
-                streams[s] += beats
+        for s, dst, _, beats in _random_legal_packets(rng, cfg, n):
+            sent[(s, dst)].append(Packet(beats))
+            streams[s] += beats
         _feed_interleaved(rng, m, streams)
         # every legal packet exactly once, in the right flow, in order
         assert m.errors == [], (seed, m.errors[:3])
@@ -1311,23 +1317,15 @@ def test_random_mixed_traffic_conservation():
         legal = {(s, d): [] for s in range(n) for d in range(n)}
         corrupted = []
         streams = {p: [] for p in range(n)}
-        seq = 0
-        for s in range(n):
-            for _ in range(rng.randint(0, 40)):
-                seq += 1
-                dst = rng.randrange(n)
-                h, pfx, data = _legal_packet(rng, cfg, seq, dst)
-                if decode_header(h).route == "root":
-                    dst = cfg.root_port
-                beats = packet_beats(h, pfx, data, cfg.data_width)
-                if rng.random() < 0.3:
-                    bad = _corrupt(rng, cfg, beats, h)
-                    if bad is not None:
-                        corrupted.append(Packet(bad))
-                        streams[s] += bad
-                        continue
-                legal[(s, dst)].append(Packet(beats))
-                streams[s] += beats
+        for s, dst, h, beats in _random_legal_packets(rng, cfg, n):
+            if rng.random() < 0.3:
+                bad = _corrupt(rng, cfg, beats, h)
+                if bad is not None:
+                    corrupted.append(Packet(bad))
+                    streams[s] += bad
+                    continue
+            legal[(s, dst)].append(Packet(beats))
+            streams[s] += beats
         _feed_interleaved(rng, m, streams)
         def is_ur(p):
             return (decode_header(p.hdr).type == Type.CPL
