@@ -48,42 +48,46 @@ def run(dut, testbench, name="regblock", monitors=()):
         sim.run()
 
 
+async def channel_put(ctx, dut, channel, **fields):
+    """Present one transfer on AXI4-Lite request channel ``channel`` (aw, w, ar) and hold it
+    until the block takes it."""
+    for name, value in fields.items():
+        ctx.set(getattr(dut, f"s_axil_{name}"), value)
+    ctx.set(getattr(dut, f"s_axil_{channel}valid"), 1)
+    await ctx.tick().until(getattr(dut, f"s_axil_{channel}ready"))
+    ctx.set(getattr(dut, f"s_axil_{channel}valid"), 0)
+
+
+async def channel_get(ctx, dut, channel, *names):
+    """Accept one transfer on response channel ``channel`` (b, r); returns the named fields."""
+    ctx.set(getattr(dut, f"s_axil_{channel}ready"), 1)
+    values = await ctx.tick().sample(*(getattr(dut, f"s_axil_{n}") for n in names)).until(
+        getattr(dut, f"s_axil_{channel}valid"))
+    ctx.set(getattr(dut, f"s_axil_{channel}ready"), 0)
+    return values
+
+
 async def aw_put(ctx, dut, addr):
-    ctx.set(dut.s_axil_awaddr, addr)
-    ctx.set(dut.s_axil_awvalid, 1)
-    await ctx.tick().until(dut.s_axil_awready)
-    ctx.set(dut.s_axil_awvalid, 0)
+    await channel_put(ctx, dut, "aw", awaddr=addr)
 
 
 async def w_put(ctx, dut, data, strb=0xF):
-    ctx.set(dut.s_axil_wdata, data)
-    ctx.set(dut.s_axil_wstrb, strb)
-    ctx.set(dut.s_axil_wvalid, 1)
-    await ctx.tick().until(dut.s_axil_wready)
-    ctx.set(dut.s_axil_wvalid, 0)
+    await channel_put(ctx, dut, "w", wdata=data, wstrb=strb)
 
 
 async def b_get(ctx, dut):
     """Accept one write response; returns bresp."""
-    ctx.set(dut.s_axil_bready, 1)
-    resp, = await ctx.tick().sample(dut.s_axil_bresp).until(dut.s_axil_bvalid)
-    ctx.set(dut.s_axil_bready, 0)
+    resp, = await channel_get(ctx, dut, "b", "bresp")
     return resp
 
 
 async def ar_put(ctx, dut, addr):
-    ctx.set(dut.s_axil_araddr, addr)
-    ctx.set(dut.s_axil_arvalid, 1)
-    await ctx.tick().until(dut.s_axil_arready)
-    ctx.set(dut.s_axil_arvalid, 0)
+    await channel_put(ctx, dut, "ar", araddr=addr)
 
 
 async def r_get(ctx, dut):
     """Accept one read response; returns (rdata, rresp)."""
-    ctx.set(dut.s_axil_rready, 1)
-    data, resp = await ctx.tick().sample(dut.s_axil_rdata, dut.s_axil_rresp).until(
-        dut.s_axil_rvalid)
-    ctx.set(dut.s_axil_rready, 0)
+    data, resp = await channel_get(ctx, dut, "r", "rdata", "rresp")
     return data, resp
 
 
