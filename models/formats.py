@@ -19,6 +19,8 @@ __all__ = [
     "DW0", "REQ_DW1", "CPL_DW1", "CPL_DW2", "MSG_DW1",
     "field_get", "field_put", "payload_beats", "keep_for_beat",
     "BEAT_FIELDS", "HDR_BITS", "PFX_BITS", "SUPPORTED_PORTS", "SUPPORTED_WIDTHS",
+    "SF_PREFIX_TYPE", "SF_PREFIX_HEAD", "SF_PREFIX", "HC_SET_PORTS", "SfKind", "sf_prefix",
+    "N_HC_MONITORS", "MC_MAX_GROUPS",
 ]
 
 import enum
@@ -27,6 +29,8 @@ HDR_BITS = 128
 PFX_BITS = 32
 SUPPORTED_PORTS = range(2, 33)
 SUPPORTED_WIDTHS = (64, 128, 256, 512)
+N_HC_MONITORS = 4        # hc_monitor[k] group counters
+MC_MAX_GROUPS = 32       # PCIe multicast window groups (mc_receive masks are 32 bits)
 
 
 class Fmt(enum.IntEnum):
@@ -88,6 +92,10 @@ class DropReason(enum.IntEnum):
     OVERLONG = 7         # no last marker where the length field ends
     KEEP = 8             # byte-valid pattern not the one the length implies
     MSG_LOCAL = 9        # Local-terminate message consumed by the switch (not an error)
+    HC_BAD_GROUP = 10    # Hypercast group id at or above the group table size
+    HC_BAD_SET = 11      # Hypercast destination-set bit at or above the port count
+    HC_EMPTY = 12        # multicast destination set empty
+    MC_SPILL = 13        # multicast write leaves its window
 
 
 DROP_REASONS = [r for r in DropReason if r != DropReason.NONE]
@@ -106,6 +114,36 @@ MSG_DW1 = {"code": (0, 8), "tag": (8, 8), "requester_id": (16, 16)}
 # The prefix DW uses DW0's fmt/type positions; the vendor-defined local prefix type is 0b0111x.
 PREFIX_DW = {"body": (0, 24), "type": (24, 5), "fmt": (29, 3)}
 VENDOR_LOCAL_PREFIX_TYPES = (0b01110, 0b01111)
+
+# The smartfabric descriptor: a VendPrefixL0 (Fmt 100, Type 01110) whose body says what the
+# switch's engines do with the packet (docs/protocol.md section 8.1).
+SF_PREFIX_TYPE = 0b01110
+SF_PREFIX_HEAD = (Fmt.PREFIX << 5) | SF_PREFIX_TYPE     # pfx[31:24] = 0x8E
+SF_PREFIX = {"mask": (0, 20), "group": (0, 16), "xs": (21, 1), "kind": (22, 2)}
+HC_SET_PORTS = 20                                       # ports a destination set can name
+
+
+class SfKind(enum.IntEnum):
+    """``pfx[23:22]`` of a smartfabric descriptor."""
+    NONE = 0b00          # no engine: routed as a plain packet
+    HC_SET = 0b01        # Hypercast to the destination set in pfx[19:0]
+    HC_GROUP = 0b10      # Hypercast to group table entry pfx[15:0]
+    INC = 0b11           # in-network compute descriptor (not implemented: UNSUPPORTED)
+
+
+def sf_prefix(kind, *, mask=0, group=0, xs=False):
+    """The prefix DW of a smartfabric descriptor."""
+    body = field_put(0, SF_PREFIX, "kind", kind)
+    body = field_put(body, SF_PREFIX, "xs", int(bool(xs)))
+    if kind == SfKind.HC_SET:
+        if not 0 <= mask < 1 << HC_SET_PORTS:
+            raise ValueError(f"a destination set names ports 0..{HC_SET_PORTS - 1}")
+        body = field_put(body, SF_PREFIX, "mask", mask)
+    elif kind == SfKind.HC_GROUP:
+        if not 0 <= group < 1 << 16:
+            raise ValueError("a group id has 16 bits")
+        body = field_put(body, SF_PREFIX, "group", group)
+    return (SF_PREFIX_HEAD << 24) | body
 
 
 def field_get(dw, table, name):
