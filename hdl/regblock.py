@@ -13,6 +13,7 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..models.regmap import DATA_WIDTH, FieldKind, compile_regmap, register_table
@@ -190,6 +191,17 @@ class RegisterBlock(wiring.Component):
         block stores nothing (reads return ``hw_w[path]``); a software write pulses this
         field-wide signal for one cycle with the bits written as 1 (the bits the parent must
         clear; for a 1-bit field, a clear strobe). It is high in the cycle ``bvalid`` rises.
+        Fields with ``sw=rw, hw=r, swmod`` (e.g. ``"mc_ctrl.enable"``): stored like any
+        ``hw_r`` field, and this 1-bit strobe is high in the cycle ``bvalid`` rises after a
+        write to the register (whatever ``wstrb``), when ``hw_r`` shows the new value; the
+        parent uses it to apply several registers at once.
+    ``memories[name]``
+        RDL ``external`` register arrays (e.g. ``"hc_group"``): a :class:`Memory` of one
+        word per array entry, holding the register's bits up to its highest field. The block
+        owns the write port and one read port; the parent may add read ports
+        (``memories[name].read_port()``) before elaboration. A software write must have all
+        byte strobes set (else SLVERR and nothing written) and is written in the cycle
+        ``bvalid`` rises, so a synchronous read port enabled in any later cycle returns it.
 
     Fields with ``sw=r, hw=na`` are constants (their reset value); fields with ``sw=rw, hw=na``
     (e.g. ``scratch``) are storage that only software sees.
@@ -231,15 +243,16 @@ class RegisterBlock(wiring.Component):
     DATA_WIDTH = DATA_WIDTH
     READ_MUX_RADIX = 16
 
-    def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, rdl_path=None):
+    def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, rdl_path=None):
         if rdl_path is None:
             rdl_path = Path(__file__).resolve().parent / "smartfabric.rdl"
         self.n_ports = n_ports
         self.n_windows = n_windows
         self.n_id_routes = n_id_routes
+        self.n_groups = n_groups
         try:
             self.registers = register_table(
-                compile_regmap(n_ports, n_windows, n_id_routes, rdl_path=rdl_path))
+                compile_regmap(n_ports, n_windows, n_id_routes, n_groups, rdl_path=rdl_path))
             end = max(r.address + r.width // 8 for r in self.registers)
             if end > (1 << self.ADDR_WIDTH):
                 raise ValueError(f"the register map ends at 0x{end:X}, beyond the "
@@ -252,7 +265,7 @@ class RegisterBlock(wiring.Component):
 
         aw, dw = self.ADDR_WIDTH, self.DATA_WIDTH
         word_bits = aw - 2
-        low_words = [r.address >> 2 for r in self.registers]
+        low_words = [r.address >> 2 for r in self.registers if not r.external]
         high_halves = [r.address >> 2 for r in self.registers if r.width == 2 * dw]
         self.read_stages = max(_mux_stages(low_words, word_bits, self.READ_MUX_RADIX),
                                _mux_stages(high_halves, word_bits, self.READ_MUX_RADIX))
@@ -283,7 +296,12 @@ class RegisterBlock(wiring.Component):
         self.hw_w = {}
         self.swmod = {}
         self._scratch = {}
+        self.memories = {}
+        self._external = {}     # array name -> its registers, by index
         for reg in self.registers:
+            if reg.external:
+                self._external.setdefault(reg.array_name, []).append(reg)
+                continue
             for f in reg.fields:
                 name = _signal_name(f.path)
                 if f.kind is FieldKind.HW_READ:
@@ -294,6 +312,13 @@ class RegisterBlock(wiring.Component):
                     self.hw_w[f.path] = Signal(f.width, init=f.reset, name=name)
                 if f.kind is FieldKind.CLEAR_ON_WRITE:
                     self.swmod[f.path] = Signal(f.width, name=f"swmod_{name}")
+                elif f.swmod:
+                    self.swmod[f.path] = Signal(name=f"swmod_{name}")
+        for name, regs in self._external.items():
+            assert [r.array_index for r in regs] == list(range(len(regs)))
+            assert all(r.address == regs[0].address + 4 * k for k, r in enumerate(regs))
+            width = max(f.lsb + f.width for f in regs[0].fields)
+            self.memories[name] = Memory(shape=width, depth=len(regs), init=[])
 
     def _field_value(self, f):
         if f.kind is FieldKind.CONST:
@@ -326,12 +351,18 @@ class RegisterBlock(wiring.Component):
         high_halves = {}  # low word of a 64-bit register -> its high half, for the snapshot
         high_words = set()
         for reg in self.registers:
+            if reg.external:
+                continue
             value, word = self._read_value(reg), reg.address >> 2
             low_words[word] = value[:dw]
             if reg.width == 2 * dw:
                 high_halves[word] = value[dw:]
                 high_words.add(word + 1)
+        external_words = {name: [r.address >> 2 for r in regs]
+                          for name, regs in self._external.items()}
         mapped = set(low_words) | high_words
+        for words in external_words.values():
+            mapped |= set(words)
 
         # ---- read path: AR -> address register -> pipelined read multiplexer -> R ----------
         # Each of the READ_STAGES stages multiplexes at most READ_MUX_RADIX inputs and
@@ -356,12 +387,29 @@ class RegisterBlock(wiring.Component):
         if high_halves:
             high_mux = _pipelined_address_mux(m, rd_addr, high_halves, self.READ_MUX_RADIX,
                                               "rd_high")
+        # External memories: the read is issued one cycle before the last stage.
+        external_data = {}
+        for name, words in external_words.items():
+            memory = self.memories[name]
+            m.submodules[f"memory_{name}"] = memory
+            port = memory.read_port()
+            if stages:
+                m.d.comb += [port.addr.eq(rd_addr[-2] - words[0]), port.en.eq(rd_pending[-2])]
+            else:
+                m.d.comb += [port.addr.eq(self.s_axil_araddr[2:] - words[0]),
+                             port.en.eq(self.s_axil_arvalid & ~rd_busy)]
+            external_data[name] = port.data
+
         with m.If(rd_pending[-1]):
             m.d.sync += self.s_axil_rvalid.eq(1)
             with m.If(~_address_set(addr, mapped)):
                 m.d.sync += [self.s_axil_rdata.eq(0), self.s_axil_rresp.eq(_SLVERR)]
             with m.Elif(_address_set(addr, high_words)):
                 m.d.sync += [self.s_axil_rdata.eq(snapshot), self.s_axil_rresp.eq(_OKAY)]
+            for name, words in external_words.items():
+                with m.Elif(_address_set(addr, set(words))):
+                    m.d.sync += [self.s_axil_rdata.eq(external_data[name]),
+                                 self.s_axil_rresp.eq(_OKAY)]
             with m.Else():
                 m.d.sync += [self.s_axil_rdata.eq(low_mux), self.s_axil_rresp.eq(_OKAY)]
                 if high_halves:
@@ -385,10 +433,18 @@ class RegisterBlock(wiring.Component):
 
         wr_go = Signal()        # both held, and the previous response was taken
         m.d.comb += wr_go.eq(aw_held & w_held & ~self.s_axil_bvalid)
+        # A memory word is written whole: partial strobes are refused.
+        wr_external = _address_set(wr_addr, set().union(*external_words.values()))
+        wr_ok = _address_set(wr_addr, mapped) & ~(wr_external & (w_strb != 0b1111))
         with m.If(wr_go):
             m.d.sync += [aw_held.eq(0), w_held.eq(0), self.s_axil_bvalid.eq(1),
-                         self.s_axil_bresp.eq(Mux(_address_set(wr_addr, mapped),
-                                                  _OKAY, _SLVERR))]
+                         self.s_axil_bresp.eq(Mux(wr_ok, _OKAY, _SLVERR))]
+        for name, words in external_words.items():
+            memory = self.memories[name]
+            port = memory.write_port()
+            m.d.comb += [port.addr.eq(wr_addr - words[0]),
+                         port.data.eq(w_data[:len(port.data)]),
+                         port.en.eq(wr_go & wr_ok & _address_set(wr_addr, set(words)))]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
 
@@ -396,11 +452,13 @@ class RegisterBlock(wiring.Component):
             m.d.sync += strobe.eq(0)
         for reg in self.registers:
             writable = [f for f in reg.fields if f.kind.sw_writable]
-            if not writable:
+            if not writable or reg.external:
                 continue
             we = Signal(name=f"we_{_signal_name(reg.path)}")
             m.d.comb += we.eq(wr_go & (wr_addr == reg.address >> 2))
             for f in writable:
+                if f.swmod and f.kind is FieldKind.HW_READ:
+                    m.d.sync += self.swmod[f.path].eq(we)
                 if f.kind is FieldKind.CLEAR_ON_WRITE:
                     written = Cat(w_data[b] & w_strb[b // 8]
                                   for b in range(f.lsb, f.lsb + f.width))

@@ -88,6 +88,9 @@ class Field:
         RDL reset value (0 when the RDL gives none).
     kind : FieldKind
         How the register block implements the field.
+    swmod : bool
+        (``HW_READ`` fields only) the RDL ``swmod`` property: the block pulses a strobe when
+        software writes the register, so the hardware can apply several registers at once.
     """
     name: str
     path: str
@@ -95,6 +98,7 @@ class Field:
     width: int
     reset: int
     kind: FieldKind
+    swmod: bool = False
 
     @property
     def mask(self):
@@ -117,11 +121,26 @@ class Register:
         ``address``, high word at ``address + 4``).
     fields : tuple of Field
         Fields, by ascending ``lsb``.
+    external : bool
+        RDL ``external``: the register is a word of a memory (an array of such registers is
+        one memory, indexed by the array index), not flip-flops of the block.
     """
     path: str
     address: int
     width: int
     fields: tuple
+    external: bool = False
+
+    @property
+    def array_name(self):
+        """Path of the array the register belongs to, without the last index
+        (``"hc_group[5]"`` -> ``"hc_group"``)."""
+        return self.path.rsplit("[", 1)[0]
+
+    @property
+    def array_index(self):
+        """Last array index of the register's path (0 for a register not in an array)."""
+        return int(self.path.rsplit("[", 1)[1].rstrip("]")) if self.path.endswith("]") else 0
 
     @property
     def n_words(self):
@@ -150,7 +169,7 @@ def _check_count(name, value, low, high):
         raise ValueError(f"{name} must be in {low}..{high}, not {value}")
 
 
-def compile_regmap(n_ports, n_windows=16, n_id_routes=16, *, rdl_path=None):
+def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, *, rdl_path=None):
     """Compile the register map for one switch configuration.
 
     Parameters
@@ -162,6 +181,8 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, *, rdl_path=None):
         ID-route table).
     n_id_routes : int
         ``N_ID_ROUTES`` (at least 1; likewise limited by the port counters that follow).
+    n_groups : int
+        ``N_GROUPS``, entries of the Hypercast group table (1 to 4096).
     rdl_path : str or Path, optional
         RDL source; :data:`DEFAULT_RDL_PATH` when omitted.
 
@@ -179,17 +200,19 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, *, rdl_path=None):
     _check_count("n_ports", n_ports, 1, 32)
     _check_count("n_windows", n_windows, 1, 1 << 16)
     _check_count("n_id_routes", n_id_routes, 1, 1 << 16)
+    _check_count("n_groups", n_groups, 1, 4096)
     path = Path(DEFAULT_RDL_PATH if rdl_path is None else rdl_path)
     compiler = RDLCompiler()
     try:
         compiler.compile_file(str(path))
         return compiler.elaborate(TOP_NAME, parameters={
             "N_PORTS": n_ports, "N_WINDOWS": n_windows, "N_ID_ROUTES": n_id_routes,
+            "N_GROUPS": n_groups,
         })
     except RDLCompileError as error:
         raise ValueError(
             f"{path} does not compile with N_PORTS={n_ports}, N_WINDOWS={n_windows}, "
-            f"N_ID_ROUTES={n_id_routes}: {error}") from error
+            f"N_ID_ROUTES={n_id_routes}, N_GROUPS={n_groups}: {error}") from error
 
 
 def _field_kind(node):
@@ -201,7 +224,10 @@ def _field_kind(node):
                            "hwset", "swacc", "we", "wel", "intr")
                if node.get_property(p)]
     kind = None
-    if not special and onwrite is None and not swmod:
+    if not special and onwrite is None and swmod:
+        if sw == AccessType.rw and hw == AccessType.r:
+            kind = FieldKind.HW_READ    # with a write strobe (Field.swmod)
+    elif not special and onwrite is None:
         if sw == AccessType.r and hw == AccessType.na:
             kind = FieldKind.CONST
         elif sw == AccessType.r and hw == AccessType.w:
@@ -256,11 +282,18 @@ def register_table(root):
             assert isinstance(f, FieldNode)
             fields.append(Field(
                 name=f.inst_name, path=f.get_rel_path(top), lsb=f.lsb, width=f.width,
-                reset=f.get_property("reset") or 0, kind=_field_kind(f)))
+                reset=f.get_property("reset") or 0, kind=_field_kind(f),
+                swmod=bool(f.get_property("swmod")) and f.get_property("onwrite") is None))
         if width == 64 and any(f.kind.sw_writable for f in fields):
             raise ValueError(f"register {node.get_path()}: 64-bit registers may only hold "
                              f"fields software cannot write")
+        external = bool(node.external)
+        if external and (width != DATA_WIDTH or
+                         any(f.kind is not FieldKind.HW_READ or f.swmod for f in fields)):
+            raise ValueError(f"register {node.get_path()}: an external (memory) register must be "
+                             f"32 bits of plain sw=rw, hw=r fields")
         registers.append(Register(path=node.get_rel_path(top), address=node.absolute_address,
-                                  width=width, fields=tuple(sorted(fields, key=lambda f: f.lsb))))
+                                  width=width, fields=tuple(sorted(fields, key=lambda f: f.lsb)),
+                                  external=external))
     registers.sort(key=lambda r: r.address)
     return tuple(registers)

@@ -29,12 +29,14 @@ class RegisterModel:
         Number of address windows (``N_WINDOWS``).
     n_id_routes : int
         Number of ID-routing entries (``N_ID_ROUTES``).
+    n_groups : int
+        Entries of the Hypercast group table (``N_GROUPS``).
     rdl_path : str or Path, optional
         RDL source; the project's ``hdl/smartfabric.rdl`` when omitted.
 
     Attributes
     ----------
-    n_ports, n_windows, n_id_routes : int
+    n_ports, n_windows, n_id_routes, n_groups : int
         The configuration.
     table : tuple of models.regmap.Register
         Every register, by ascending address.
@@ -43,12 +45,13 @@ class RegisterModel:
     ``"port[2].rx_packets"``. An unknown path raises :class:`KeyError` naming it.
     """
 
-    def __init__(self, n_ports, n_windows=16, n_id_routes=16, *, rdl_path=None):
+    def __init__(self, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, *, rdl_path=None):
         self.n_ports = n_ports
         self.n_windows = n_windows
         self.n_id_routes = n_id_routes
+        self.n_groups = n_groups
         self.table = register_table(
-            compile_regmap(n_ports, n_windows, n_id_routes, rdl_path=rdl_path))
+            compile_regmap(n_ports, n_windows, n_id_routes, n_groups, rdl_path=rdl_path))
         self._by_path = {r.path: r for r in self.table}
         self._by_word = {}
         for r in self.table:

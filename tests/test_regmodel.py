@@ -24,7 +24,7 @@ def rng(request):
 
 @pytest.mark.parametrize("config", [
     {"n_ports": 8}, {"n_ports": 2, "n_windows": 2, "n_id_routes": 2},
-    {"n_ports": 32, "n_windows": 4, "n_id_routes": 64},
+    {"n_ports": 32, "n_windows": 4, "n_id_routes": 64, "n_groups": 4096},
 ])
 def test_addresses_match_rdl_and_block(config):
     model = RegisterModel(**config)
@@ -32,7 +32,11 @@ def test_addresses_match_rdl_and_block(config):
     n_ports = config["n_ports"]
     n_windows = config.get("n_windows", 16)
     n_id_routes = config.get("n_id_routes", 16)
-    assert len(model.registers()) == 15 + 5 * n_windows + n_id_routes + 19 * n_ports
+    n_groups = config.get("n_groups", 1024)
+    # 30 single registers (identity, status, multicast window, 4 monitors x 3), then the arrays:
+    # windows, ID routes, per port 25 counters + receive mask + 3 overlay words, group table.
+    assert len(model.registers()) == (30 + 5 * n_windows + n_id_routes + 29 * n_ports
+                                      + n_groups)
     for path in model.registers():
         node = top.find_by_path(path)
         assert model.address(path) == node.absolute_address, path
@@ -46,10 +50,16 @@ def test_addresses_match_rdl_and_block(config):
     # Every writable field is a hw_r signal or scratch, every hardware input a hw_w signal.
     for reg in model.table:
         for f in reg.fields:
-            assert (f.path in block.hw_r) == (f.kind is FieldKind.HW_READ), f.path
+            assert (f.path in block.hw_r) == (f.kind is FieldKind.HW_READ
+                                              and not reg.external), f.path
             assert (f.path in block.hw_w) == (f.kind in (FieldKind.HW_WRITE,
                                                          FieldKind.CLEAR_ON_WRITE)), f.path
-            assert (f.path in block.swmod) == (f.kind is FieldKind.CLEAR_ON_WRITE), f.path
+            assert (f.path in block.swmod) == (f.kind is FieldKind.CLEAR_ON_WRITE
+                                               or f.swmod), f.path
+    # External registers are one memory per array, one word per entry.
+    assert set(block.memories) == {"hc_group"}
+    assert block.memories["hc_group"].depth == n_groups
+    assert block.memories["hc_group"].shape == n_ports
 
 
 def test_known_addresses():
@@ -64,7 +74,8 @@ def test_known_addresses():
     assert model.address("port[7].tx_err") == 0x1790
     assert model.is_64bit("port[7].tx_err") and not model.is_64bit("window[3].base_lo")
     assert model.path_at(0x1794) == ("port[7].tx_err", 1)
-    assert model.path_at(0x1798) is None
+    assert model.path_at(0x17C8) is None
+    assert model.address("hc_group[1023]") == 0x8FFC and model.path_at(0x9000) is None
     assert model.fields("root_port") == {"port": (0, 5, 0), "valid": (8, 1, 0)}
     assert model.reset_value("port_enable") == 0xFFFF_FFFF
     assert model.reset_value("id") == 0x5346_4142
