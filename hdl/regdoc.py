@@ -6,7 +6,9 @@ Usage::
 
 The document is exported by PeakRDL-markdown from the same compiled map
 (:func:`models.regmap.compile_regmap`) as the RTL register block and the Python register model,
-for the default configuration unless told otherwise (8 ports, 16 windows, 16 ID routes).
+for the default configuration unless told otherwise (8 ports, 16 windows, 16 ID routes), except
+that the Hypercast group table is shown with 8 entries (``--groups``): its 1,024 identical
+entries would bury the rest of the map.
 ``docs/registers.md`` is committed; ``tests/test_regmodel.py`` fails when it is stale.
 """
 
@@ -20,7 +22,7 @@ from peakrdl_markdown import MarkdownExporter
 from ..models.regmap import compile_regmap
 
 #: Configuration documented in ``docs/registers.md``.
-DEFAULT_CONFIG = {"n_ports": 8, "n_windows": 16, "n_id_routes": 16}
+DEFAULT_CONFIG = {"n_ports": 8, "n_windows": 16, "n_id_routes": 16, "n_groups": 8}
 
 # Named in the "generated from" header instead of an absolute path, so the output does not
 # depend on where the work tree is.
@@ -29,14 +31,15 @@ _SOURCE_NAME = "hdl/smartfabric.rdl"
 
 def write_register_doc(output_path, *, n_ports=DEFAULT_CONFIG["n_ports"],
                        n_windows=DEFAULT_CONFIG["n_windows"],
-                       n_id_routes=DEFAULT_CONFIG["n_id_routes"]):
+                       n_id_routes=DEFAULT_CONFIG["n_id_routes"],
+                       n_groups=DEFAULT_CONFIG["n_groups"]):
     """Export the register map of one configuration as Markdown.
 
     Parameters
     ----------
     output_path : str or Path
         File to write; must end in ``.md``. Its folder is created if needed.
-    n_ports, n_windows, n_id_routes : int
+    n_ports, n_windows, n_id_routes, n_groups : int
         Switch configuration (see :func:`models.regmap.compile_regmap`).
 
     Raises
@@ -44,8 +47,9 @@ def write_register_doc(output_path, *, n_ports=DEFAULT_CONFIG["n_ports"],
     ValueError
         For a path not ending in ``.md`` or a configuration the map cannot hold.
     """
-    root = compile_regmap(n_ports, n_windows, n_id_routes)
-    config = f"N_PORTS={n_ports}, N_WINDOWS={n_windows}, N_ID_ROUTES={n_id_routes}"
+    root = compile_regmap(n_ports, n_windows, n_id_routes, n_groups)
+    config = (f"N_PORTS={n_ports}, N_WINDOWS={n_windows}, N_ID_ROUTES={n_id_routes}, "
+              f"N_GROUPS={n_groups}")
     MarkdownExporter().export(root.top, str(output_path),
                               input_files=[f"{_SOURCE_NAME} ({config})"])
 
@@ -62,10 +66,13 @@ def main(argv=None):
                         help="number of address windows (default: %(default)s)")
     parser.add_argument("--id-routes", type=int, default=DEFAULT_CONFIG["n_id_routes"],
                         help="number of ID-routing entries (default: %(default)s)")
+    parser.add_argument("--groups", type=int, default=DEFAULT_CONFIG["n_groups"],
+                        help="Hypercast group table entries shown (default: %(default)s; "
+                             "the hardware default is 1024)")
     args = parser.parse_args(argv)
     try:
         write_register_doc(args.output, n_ports=args.ports, n_windows=args.windows,
-                           n_id_routes=args.id_routes)
+                           n_id_routes=args.id_routes, n_groups=args.groups)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     return 0
