@@ -1,16 +1,23 @@
 """Switch datapath: ingress ports, virtual output queues, iSLIP allocator, crossbar, egress."""
 
-from amaranth.hdl import Module, Signal, Mux, Cat
+from amaranth.hdl import Module, Signal, Mux, Cat, C
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .params import SwitchParams
-from .tlp import IngressBeat, EgressBeat
-from .ingress import IngressPort, IngressEvents, routing_config_members
+from .tlp import IngressBeat, EgressBeat, with_address
+from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow,
+                      routing_config_members, group_table_members)
 from .allocator import IslipAllocator
 
-__all__ = ["SwitchCore", "EgressEvents"]
+__all__ = ["SwitchCore", "EgressEvents", "Overlay"]
+
+
+class Overlay(data.Struct):
+    """A port's multicast address overlay (``mc_overlay[p]``, applied together)."""
+    base: 64
+    size: 6
 
 
 class EgressEvents(data.Struct):
@@ -20,6 +27,7 @@ class EgressEvents(data.Struct):
     tx_err: 1
     tx_stall: 1
     tx_bytes: 7
+    tx_mcast: 1
 
 
 class SwitchCore(wiring.Component):
@@ -45,8 +53,18 @@ class SwitchCore(wiring.Component):
         transferred. No ingress ``ready`` depends combinationally on any egress ``ready``.
     ingress_events, egress_events : Out(...).array(N)
         Per-port events for the counters, one cycle after the fact.
-    port_enable, completer_id, root_port, root_valid, windows, id_routes : In
+    port_enable, completer_id, root_port, root_valid, windows, id_routes, mc, mc_receive,
+    overlays : In
         Configuration (from the register block).
+    group_addr, group_en, group_data : array(N)
+        One read port of the Hypercast group table per ingress.
+
+    Multicast (``docs/protocol.md`` section 8): an ingress writes a beat into the VOQs of all
+    its destinations in the same cycle (it waits until every one of them has room), so the
+    payload crosses the ingress once and each destination drains its own copy; an egress
+    that stops draining holds its copies back by at most the VOQ depth before the source
+    ingress waits. Each copy's address is written into its header as it enters its VOQ: the
+    receiver window (rebasing) or the overlay (multicast windows) of that egress.
     """
 
     def __init__(self, params: SwitchParams):
@@ -57,7 +75,10 @@ class SwitchCore(wiring.Component):
             "egress": Out(stream.Signature(EgressBeat(w))).array(n),
             "ingress_events": Out(IngressEvents).array(n),
             "egress_events": Out(EgressEvents).array(n),
-            **routing_config_members(params),
+            **{name: member for name, member in routing_config_members(params).items()
+               if name != "receiver_windows"},
+            "overlays": In(data.ArrayLayout(Overlay, n)),
+            **{name: member.array(n) for name, member in group_table_members(params).items()},
         })
 
     def elaborate(self, platform):
@@ -65,7 +86,26 @@ class SwitchCore(wiring.Component):
         p = self.params
         n = p.n_ports
         beat_layout = EgressBeat(p.data_width)
-        beat_width = beat_layout.size
+        queued_layout = data.StructLayout({"beat": beat_layout, "mcast": 1})
+        queued_width = queued_layout.size
+
+        # ---- per-egress copy addressing, derived from the configuration (one cycle) ----
+        receiver_windows = Signal(data.ArrayLayout(ReceiverWindow, n))
+        overlay_base = [Signal(64, name=f"overlay_base{o}") for o in range(n)]
+        overlay_mask = [Signal(64, name=f"overlay_mask{o}") for o in range(n)]
+        overlay_on = Signal(n)
+        for o in range(n):
+            rx = receiver_windows[o]
+            m.d.sync += rx.valid.eq(0)
+            for k in reversed(range(p.n_windows)):   # the lowest-numbered window wins
+                w = self.windows[k]
+                with m.If(w.enable & (w.port == o)):
+                    m.d.sync += [rx.valid.eq(1), rx.base.eq(w.base),
+                                 rx.span.eq(w.limit - w.base)]
+            ov = self.overlays[o]
+            m.d.sync += [overlay_base[o].eq(ov.base),
+                         overlay_mask[o].eq((C(1, 65) << ov.size) - 1),
+                         overlay_on[o].eq(ov.size >= 6)]
 
         # ---- ingress ports and their VOQs ----
         voq = [[None] * n for _ in range(n)]
@@ -74,27 +114,48 @@ class SwitchCore(wiring.Component):
             wiring.connect(m, wiring.flipped(self.ingress[i]), port.i)
             m.d.comb += self.ingress_events[i].eq(port.events)
             for name in routing_config_members(p):
-                m.d.comb += getattr(port, name).eq(getattr(self, name))
+                if name != "receiver_windows":
+                    m.d.comb += getattr(port, name).eq(getattr(self, name))
+            m.d.comb += port.receiver_windows.eq(receiver_windows)
+            m.d.comb += [self.group_addr[i].eq(port.group_addr),
+                         self.group_en[i].eq(port.group_en),
+                         port.group_data.eq(self.group_data[i])]
+            wr = port.o.payload
             w_rdy = Signal(n, name=f"voq_w_rdy{i}")
             for o in range(n):
-                q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=beat_width,
+                q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=queued_width,
                                                                          depth=p.voq_depth)
+                # The copy's address (docs/protocol.md section 8.4).
+                copy_address = Mux(wr.rewrite == Rewrite.REBASE,
+                                   receiver_windows[o].base + wr.address,
+                                   (overlay_base[o] & ~overlay_mask[o]) |
+                                   (wr.address & overlay_mask[o]))
+                readdress = wr.beat.first & ((wr.rewrite == Rewrite.REBASE) |
+                                             ((wr.rewrite == Rewrite.OVERLAY) & overlay_on[o]))
+                copy = Signal(queued_layout, name=f"voq_w_data{i}_{o}")
                 m.d.comb += [
-                    q.w_data.eq(port.o.payload.beat),
-                    q.w_en.eq(port.o.valid & (port.o.payload.dest == o)),
+                    copy.beat.eq(wr.beat),
+                    copy.mcast.eq(wr.mcast),
+                    copy.beat.hdr.eq(Mux(readdress, with_address(wr.beat.hdr, copy_address[:64]),
+                                         wr.beat.hdr)),
+                    q.w_data.eq(copy),
+                    q.w_en.eq(port.o.valid & port.o.ready & wr.dests[o]),
                     w_rdy[o].eq(q.w_rdy),
                 ]
-            m.d.comb += port.o.ready.eq((w_rdy >> port.o.payload.dest)[0])
+            # A beat is written into every destination's VOQ in the same cycle.
+            m.d.comb += port.o.ready.eq((wr.dests & ~w_rdy) == 0)
 
         # ---- egress buffers: two entries, so "can take a beat" is a register ----
         out_fifo = []
         for o in range(n):
-            f = m.submodules[f"egress_buffer{o}"] = SyncFIFO(width=beat_width, depth=2)
+            f = m.submodules[f"egress_buffer{o}"] = SyncFIFO(width=queued_width, depth=2)
             out_fifo.append(f)
             eg = self.egress[o]
+            head_out = Signal(queued_layout, name=f"egress_head{o}")
             m.d.comb += [
+                head_out.eq(f.r_data),
                 eg.valid.eq(f.r_rdy),
-                eg.payload.eq(f.r_data),
+                eg.payload.eq(head_out.beat),
                 f.r_en.eq(eg.ready),
             ]
             ev = Signal(EgressEvents, name=f"egress_event{o}")
@@ -105,6 +166,7 @@ class SwitchCore(wiring.Component):
                 ev.tx_err.eq(done & eg.payload.last & eg.payload.err),
                 ev.tx_stall.eq(eg.valid & ~eg.ready),
                 ev.tx_bytes.eq(Mux(done, sum(eg.payload.keep), 0)),
+                ev.tx_mcast.eq(done & eg.payload.last & head_out.mcast),
             ]
             m.d.sync += self.egress_events[o].eq(ev)
 
@@ -129,7 +191,7 @@ class SwitchCore(wiring.Component):
             for i in range(n):
                 m.d.comb += select[i].eq(Mux(out_busy[o], out_owner[o] == i,
                                              alloc.matches[i][o]))
-            head = Signal(beat_layout, name=f"xbar_head{o}")
+            head = Signal(queued_layout, name=f"xbar_head{o}")
             head_valid = Signal(name=f"xbar_head_valid{o}")
             terms = [Mux(select[i], voq[i][o].r_data, 0) for i in range(n)]
             acc = terms[0]
@@ -152,9 +214,9 @@ class SwitchCore(wiring.Component):
             matched = Signal(name=f"matched{o}")
             m.d.comb += matched.eq(Cat(alloc.matches[i][o] for i in range(n)).any())
             with m.If(out_busy[o]):
-                with m.If(move & head.last):
+                with m.If(move & head.beat.last):
                     m.d.sync += out_busy[o].eq(0)
-            with m.Elif(matched & ~head.last):
+            with m.Elif(matched & ~head.beat.last):
                 m.d.sync += out_busy[o].eq(1)
                 for i in range(n):
                     with m.If(alloc.matches[i][o]):

@@ -1,7 +1,7 @@
 """Ingress port: TLP decode, checks, routing lookup and the write into the virtual output queues."""
 
-from amaranth.hdl import Module, Signal, Const, Mux, Cat, C
-from amaranth.lib import wiring, stream, data
+from amaranth.hdl import Module, Signal, Const, Mux, Cat, C, signed
+from amaranth.lib import wiring, stream, data, enum
 from amaranth.lib.wiring import In, Out
 
 from ..models import formats as F
@@ -9,8 +9,8 @@ from ..models.formats import DropReason as R
 from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field
 from .params import SwitchParams
 
-__all__ = ["WindowEntry", "IdRouteEntry", "IngressPort", "IngressEvents",
-           "routing_config_members"]
+__all__ = ["WindowEntry", "IdRouteEntry", "McWindow", "ReceiverWindow", "Rewrite",
+           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members"]
 
 
 class WindowEntry(data.Struct):
@@ -29,6 +29,43 @@ class IdRouteEntry(data.Struct):
     enable: 1
 
 
+class McWindow(data.Struct):
+    """The PCIe multicast window (``mc_base``/``mc_ctrl``, applied together)."""
+    base: 64
+    index_pos: 6
+    num_group: 5
+    enable: 1
+    exclude_source: 1
+
+
+class ReceiverWindow(data.Struct):
+    """Where Hypercast copies to one port are rebased: the lowest-numbered enabled window of
+    that port (``valid``), its ``base`` and ``span = limit - base`` (signed: negative when the
+    window is empty)."""
+    base: 64
+    span: signed(65)
+    valid: 1
+
+
+class Rewrite(enum.Enum, shape=2):
+    """How the core writes each copy's address (``docs/protocol.md`` section 8.4)."""
+    NONE = 0       # the copy is the packet
+    REBASE = 1     # A' = receiver window base + ``VoqWrite.address`` (an offset)
+    OVERLAY = 2    # A' = the receiver's overlay applied to ``VoqWrite.address`` (when enabled)
+
+
+def VoqWrite(params):
+    """What an ingress writes towards its virtual output queues: a beat, the egress set, and
+    (first beats of multicast packets) how to address each copy."""
+    return data.StructLayout({
+        "beat": EgressBeat(params.data_width),
+        "dests": params.n_ports,       # one bit per egress
+        "mcast": 1,                    # the packet is a multicast packet (counted per copy)
+        "rewrite": Rewrite,
+        "address": 64,
+    })
+
+
 class IngressEvents(data.Struct):
     """What one ingress did in a cycle, registered (one cycle after the beat), for counters."""
     rx_beat: 1
@@ -39,19 +76,38 @@ class IngressEvents(data.Struct):
     ur: 1                # an Unsupported Request completion was queued
     hdr: 128             # header and prefix of the packet ``reason`` refers to
     pfx: 32
+    mcast: 1             # a multicast packet was forwarded
+    group_source: 2      # its group: 0 none (destination set), 1 group table, 2 MC window
+    group: 16
+    copies: 6            # |D|
 
 
 def routing_config_members(params):
     """Signature members carrying the routing configuration (from the register block):
     ``port_enable``, ``completer_id``, ``root_port``, ``root_valid``, ``windows``,
-    ``id_routes``."""
+    ``id_routes``, ``mc`` (multicast window), ``mc_receive`` (per-port group masks) and
+    ``receiver_windows`` (per port, derived from ``windows``)."""
+    n = params.n_ports
     return {
-        "port_enable": In(params.n_ports),
+        "port_enable": In(n),
         "completer_id": In(16),
         "root_port": In(5),
         "root_valid": In(1),
         "windows": In(data.ArrayLayout(WindowEntry, params.n_windows)),
         "id_routes": In(data.ArrayLayout(IdRouteEntry, params.n_id_routes)),
+        "mc": In(McWindow),
+        "mc_receive": In(data.ArrayLayout(32, n)),
+        "receiver_windows": In(data.ArrayLayout(ReceiverWindow, n)),
+    }
+
+
+def group_table_members(params):
+    """One synchronous read port of the Hypercast group table (``lib.memory`` read port
+    signals, seen from the reader)."""
+    return {
+        "group_addr": Out(range(params.n_groups)),
+        "group_en": Out(1),
+        "group_data": In(params.n_ports),
     }
 
 
@@ -81,16 +137,24 @@ class IngressPort(wiring.Component):
     i : In(stream.Signature(IngressBeat))
         The port's ingress stream. ``i.ready`` depends only on registers of this block and of
         the virtual output queues (never on any egress ``ready``).
-    o : Out(stream.Signature({beat: EgressBeat, dest: port}))
-        Beats to write into virtual output queue ``dest`` of this ingress. Two register stages
-        (address/ID comparisons, then the verdict): a beat accepted on ``i`` at edge *t* is
-        valid on ``o`` after edge *t+1* at the earliest. Beats of a
-        packet are never reordered; a dropped packet produces no beat, a packet answered with
-        an Unsupported Request produces the one-beat completion instead, addressed to this port.
+    o : Out(stream.Signature(VoqWrite))
+        Beats to write into the virtual output queue of every egress in ``dests`` at once (one
+        bit for a unicast packet, the set D for a multicast one; ``docs/protocol.md`` section
+        8). On a multicast packet's first beat, ``rewrite`` and ``address`` say how the core
+        addresses each copy. Two register stages (address/ID/multicast-window comparisons and
+        the group table read, then the verdict): a beat accepted on ``i`` at edge *t* is valid
+        on ``o`` after edge *t+1* at the earliest. Beats of a packet are never reordered; a
+        dropped packet produces no beat, a packet answered with an Unsupported Request produces
+        the one-beat completion instead, addressed to this port.
     events : Out(IngressEvents)
         Counter and error events, one cycle after the beat they describe.
-    port_enable, completer_id, root_port, root_valid, windows, id_routes : In
-        Configuration from the register block; sampled on each packet's first beat.
+    port_enable, completer_id, root_port, root_valid, windows, id_routes, mc, mc_receive,
+    receiver_windows : In
+        Configuration. The window and ID-route comparisons, the multicast window and the group
+        table entry use the values of the cycle a packet's first beat is accepted; the rest the
+        values of the next cycle.
+    group_addr, group_en, group_data
+        A read port of the group table, enabled with each accepted beat.
 
     Bad input is handled as ``docs/protocol.md`` sections 4 and 5 say: whole drops for
     first-beat failures, cut short with ``err`` for later-beat failures; never a hang.
@@ -102,10 +166,10 @@ class IngressPort(wiring.Component):
         n = params.n_ports
         super().__init__({
             "i": In(stream.Signature(IngressBeat(params.data_width))),
-            "o": Out(stream.Signature(data.StructLayout({
-                "beat": EgressBeat(params.data_width), "dest": range(n)}))),
+            "o": Out(stream.Signature(VoqWrite(params))),
             "events": Out(IngressEvents),
             **routing_config_members(params),
+            **group_table_members(params),
         })
 
     def elaborate(self, platform):
@@ -128,8 +192,27 @@ class IngressPort(wiring.Component):
         incoming = self.i.payload.hdr
         in_address = _address(m, incoming)
         in_bus = hdr_dw(incoming, 2)[24:32]
+        # The multicast window (docs/protocol.md section 8.2): hit, group and spill.
+        mc = self.mc
+        in_dw0 = hdr_dw(incoming, 0)
+        in_len = hdr_field(in_dw0, F.DW0, "length")
+        in_data_bytes = Mux(in_len == 0, 1024, in_len) << 2
+        index_pos = Mux(mc.index_pos < 12, 12, mc.index_pos)
+        mc_offset = (in_address - mc.base)[:64]
+        mc_index = mc_offset >> index_pos
+        mc_end_index = (mc_offset + in_data_bytes - 1) >> index_pos
+        mc_hit = Signal()
+        mc_group = Signal(5)
+        mc_spill = Signal()
+        # The group table entry named by the prefix, read as the beat is accepted.
+        m.d.comb += [self.group_addr.eq(self.i.payload.pfx[:len(self.group_addr)]),
+                     self.group_en.eq(self.i.valid & self.i.ready)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [beat.eq(self.i.payload), staged.eq(1)]
+            m.d.sync += [mc_hit.eq(mc.enable & (in_address >= mc.base) &
+                                   (mc_index <= mc.num_group)),
+                         mc_group.eq(mc_index[:5]),
+                         mc_spill.eq(mc_end_index != mc_index)]
             for k, w in enumerate(self.windows):
                 m.d.sync += window_match[k].eq(w.enable & (w.base <= in_address) &
                                                (in_address <= w.limit) & (w.port < n))
@@ -190,9 +273,13 @@ class IngressPort(wiring.Component):
         # ---- routing lookup: the lowest-numbered matching entry wins (it is assigned last) ----
         win_hit = Signal()
         win_port = Signal(5)
+        win_base = Signal(64)
+        win_limit = Signal(64)
         for k in reversed(range(p.n_windows)):
             with m.If(window_match[k]):
-                m.d.comb += [win_hit.eq(1), win_port.eq(self.windows[k].port)]
+                m.d.comb += [win_hit.eq(1), win_port.eq(self.windows[k].port),
+                             win_base.eq(self.windows[k].base),
+                             win_limit.eq(self.windows[k].limit)]
         id_hit = Signal()
         id_port = Signal(5)
         for k in reversed(range(p.n_id_routes)):
@@ -210,9 +297,84 @@ class IngressPort(wiring.Component):
             m.d.comb += [routed.eq(root_hit), dest.eq(self.root_port)]
         dest_enabled = (self.port_enable >> dest)[0]
 
-        # ---- first-beat verdict, in the documented order ----
+        # ---- multicast (docs/protocol.md section 8) ----
+        pfx = beat.pfx
+        sf_prefix = pfx[24:32] == F.SF_PREFIX_HEAD
+        kind = hdr_field(pfx, F.SF_PREFIX, "kind")
+        xs = hdr_field(pfx, F.SF_PREFIX, "xs")
+        hc_set = sf_prefix & (kind == F.SfKind.HC_SET)
+        hc_group = sf_prefix & (kind == F.SfKind.HC_GROUP)
+        is_hc = hc_set | hc_group
+        is_mwr = t_mem & has_data
+        sf_unsupported = (is_hc & ~is_mwr) | (sf_prefix & (kind == F.SfKind.INC))
+        mc_case = ~is_hc & is_mwr & mc_hit
+        self_bit = Const(1 << self.port, n)
+
+        group_id = hdr_field(pfx, F.SF_PREFIX, "group")
+        set_mask = hdr_field(pfx, F.SF_PREFIX, "mask")
+        bad_group = hc_group & (group_id >= p.n_groups)
+        bad_set = hc_set & ((set_mask >> n) != 0) if n < F.HC_SET_PORTS else C(0)
+        hc_dest = Signal(n)
+        m.d.comb += hc_dest.eq(Mux(hc_set, set_mask[:min(n, F.HC_SET_PORTS)], self.group_data)
+                               & ~Mux(xs, self_bit, 0))
+        mc_dest = Signal(n)
+        m.d.comb += mc_dest.eq(Cat(self.mc_receive[o].bit_select(mc_group, 1) for o in range(n))
+                               & ~Mux(self.mc.exclude_source, self_bit, 0))
+
+        # Rebasing: the offset into the source window, the last byte's offset, the spills.
+        address = _address(m, hdr)
+        rebase_offset = Signal(64)
+        last_offset = Signal(66)
+        m.d.comb += [rebase_offset.eq(address - win_base),
+                     last_offset.eq(rebase_offset + (len_dw << 2) - 1)]
+        receivers = self.receiver_windows
+        no_receiver = (hc_dest & ~Cat(r.valid for r in receivers)) != 0
+        receiver_spill = Cat(hc_dest[o] & (Cat(last_offset, C(0, 1)).as_signed() >
+                                           receivers[o].span) for o in range(n)).any()
+        hc_spill = (last_offset > (win_limit - win_base)) | receiver_spill
+
+        # ---- step 6 of the first-beat checks: routing, multicast or not ----
         class Action:
             FORWARD, DROP, UR, CONSUME = range(4)
+        route_action = Signal(2)
+        route_reason = Signal(4)
+
+        def route_fail(act, why):
+            return [route_action.eq(act), route_reason.eq(why)]
+        np_action = Mux(non_posted, Action.UR, Action.DROP)
+        with m.If(is_hc):
+            with m.If(bad_group):
+                m.d.comb += route_fail(Action.DROP, R.HC_BAD_GROUP)
+            with m.Elif(bad_set):
+                m.d.comb += route_fail(Action.DROP, R.HC_BAD_SET)
+            with m.Elif(~win_hit):
+                m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
+            with m.Elif(hc_dest == 0):
+                m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
+            with m.Elif(no_receiver):
+                m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
+            with m.Elif(hc_spill):
+                m.d.comb += route_fail(Action.DROP, R.MC_SPILL)
+            with m.Elif((hc_dest & ~self.port_enable) != 0):
+                m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
+        with m.Elif(mc_case):
+            with m.If(mc_dest == 0):
+                m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
+            with m.Elif(mc_spill):
+                m.d.comb += route_fail(Action.DROP, R.MC_SPILL)
+            with m.Elif((mc_dest & ~self.port_enable) != 0):
+                m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
+        with m.Elif(route_local):
+            m.d.comb += route_fail(Action.CONSUME, R.MSG_LOCAL)
+        with m.Elif(~routed):
+            m.d.comb += route_fail(np_action, R.NO_ROUTE)
+        with m.Elif(~dest_enabled):
+            m.d.comb += route_fail(np_action, R.PORT_DISABLED)
+
+        dests = Signal(n)
+        m.d.comb += dests.eq(Mux(is_hc, hc_dest, Mux(mc_case, mc_dest, (C(1, n) << dest)[:n])))
+
+        # ---- first-beat verdict, in the documented order ----
         action = Signal(2)
         reason = Signal(4)
         all_keep = Const((1 << lanes) - 1, lanes)
@@ -228,16 +390,12 @@ class IngressPort(wiring.Component):
             m.d.comb += verdict(Action.DROP, R.MALFORMED)
         with m.Elif(~valid_type):
             m.d.comb += verdict(Action.DROP, R.MALFORMED)
-        with m.Elif(unsupported):
-            m.d.comb += verdict(Mux(non_posted, Action.UR, Action.DROP), R.UNSUPPORTED)
+        with m.Elif(unsupported | sf_unsupported):
+            m.d.comb += verdict(np_action, R.UNSUPPORTED)
         with m.Elif(too_long):
             m.d.comb += verdict(Action.DROP, R.LENGTH)
-        with m.Elif(route_local):
-            m.d.comb += verdict(Action.CONSUME, R.MSG_LOCAL)
-        with m.Elif(~routed):
-            m.d.comb += verdict(Mux(non_posted, Action.UR, Action.DROP), R.NO_ROUTE)
-        with m.Elif(~dest_enabled):
-            m.d.comb += verdict(Mux(non_posted, Action.UR, Action.DROP), R.PORT_DISABLED)
+        with m.Elif(route_reason != R.NONE):
+            m.d.comb += verdict(route_action, route_reason)
         with m.Elif(~beat0_keep_ok):
             m.d.comb += verdict(Action.DROP, R.KEEP)
         with m.Elif(beat.last & (n_beats != 1)):
@@ -264,7 +422,8 @@ class IngressPort(wiring.Component):
         beat_index = Signal(range(p.max_beats + 1))
         pkt_beats = Signal.like(n_beats)
         pkt_last_keep = Signal(lanes)
-        pkt_dest = Signal(range(n))
+        pkt_dests = Signal(n)
+        pkt_mcast = Signal()
         pkt_hdr = Signal(128)
         pkt_pfx = Signal(32)
 
@@ -300,16 +459,28 @@ class IngressPort(wiring.Component):
                              ev.hdr.eq(beat.hdr), ev.pfx.eq(beat.pfx)]
                 m.d.sync += [pkt_hdr.eq(beat.hdr), pkt_pfx.eq(beat.pfx),
                              pkt_beats.eq(n_beats), pkt_last_keep.eq(last_keep),
-                             pkt_dest.eq(dest), beat_index.eq(1)]
+                             pkt_dests.eq(dests), pkt_mcast.eq(is_hc | mc_case),
+                             beat_index.eq(1)]
                 m.d.sync += [in_packet.eq(~beat.last),
                              discarding.eq(action != Action.FORWARD)]
                 with m.Switch(action):
                     with m.Case(Action.FORWARD):
-                        m.d.sync += [self.o.valid.eq(1), out.dest.eq(dest),
-                                     out.beat.eq(Cat(beat.as_value(), C(0, 1)))]
+                        m.d.sync += [self.o.valid.eq(1), out.dests.eq(dests),
+                                     out.beat.eq(Cat(beat.as_value(), C(0, 1))),
+                                     out.mcast.eq(is_hc | mc_case),
+                                     out.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
+                                                        Mux(mc_case, Rewrite.OVERLAY,
+                                                            Rewrite.NONE))),
+                                     out.address.eq(Mux(is_hc, rebase_offset, address))]
+                        with m.If(is_hc | mc_case):
+                            m.d.comb += [ev.mcast.eq(1), ev.copies.eq(_popcount(dests)),
+                                         ev.group_source.eq(Mux(hc_group, 1,
+                                                                Mux(mc_case, 2, 0))),
+                                         ev.group.eq(Mux(hc_group, group_id, mc_group))]
                     with m.Case(Action.UR):
                         m.d.comb += ev.ur.eq(1)
-                        m.d.sync += [self.o.valid.eq(1), out.dest.eq(self.port),
+                        m.d.sync += [self.o.valid.eq(1), out.dests.eq(self_bit),
+                                     out.mcast.eq(0), out.rewrite.eq(Rewrite.NONE),
                                      out.beat.eq(0),
                                      out.beat.first.eq(1), out.beat.last.eq(1),
                                      out.beat.hdr.eq(ur_hdr)]
@@ -317,7 +488,8 @@ class IngressPort(wiring.Component):
                 m.d.sync += in_packet.eq(~beat.last)
             with m.Else():
                 m.d.comb += [ev.reason.eq(later_reason), ev.hdr.eq(pkt_hdr), ev.pfx.eq(pkt_pfx)]
-                m.d.sync += [self.o.valid.eq(1), out.dest.eq(pkt_dest),
+                m.d.sync += [self.o.valid.eq(1), out.dests.eq(pkt_dests),
+                             out.mcast.eq(pkt_mcast), out.rewrite.eq(Rewrite.NONE),
                              out.beat.eq(Cat(beat.as_value(), C(0, 1))),
                              out.beat.first.eq(0),
                              beat_index.eq(beat_index + 1)]

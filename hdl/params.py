@@ -27,6 +27,8 @@ class SwitchParams:
         Number of address windows (1 to 64).
     n_id_routes : int
         Number of ID-routing entries (1 to 64).
+    n_groups : int
+        Entries of the Hypercast group table (1 to 4096; one N-bit memory word each).
     """
     n_ports: int = 8
     data_width: int = 256
@@ -34,6 +36,7 @@ class SwitchParams:
     voq_depth: int = 32
     n_windows: int = 16
     n_id_routes: int = 16
+    n_groups: int = 1024
 
     def __post_init__(self):
         def is_pow2(v):
@@ -51,6 +54,8 @@ class SwitchParams:
             v = getattr(self, name)
             if not isinstance(v, int) or not 1 <= v <= 64:
                 raise ValueError(f"{name} must be 1 to 64, not {v!r}")
+        if not isinstance(self.n_groups, int) or not 1 <= self.n_groups <= 4096:
+            raise ValueError(f"n_groups must be 1 to 4096, not {self.n_groups!r}")
 
     @property
     def lanes(self):

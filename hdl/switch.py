@@ -1,10 +1,10 @@
 """Top level: the switch core, its register block and counters, with flat Verilog port names."""
 
-from amaranth.hdl import Module, Signal, Cat, Const
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..models.formats import DropReason as R
+from ..models.formats import DropReason as R, N_HC_MONITORS
 from .params import SwitchParams
 from .core import SwitchCore
 from .regblock import RegisterBlock
@@ -30,6 +30,11 @@ _INGRESS_COUNTERS = {
     "err_keep": lambda ev: ev.reason == R.KEEP,
     "msg_local": lambda ev: ev.reason == R.MSG_LOCAL,
     "ur_sent": lambda ev: ev.ur,
+    "rx_mcast": lambda ev: ev.mcast,
+    "drop_hc_bad_group": lambda ev: ev.reason == R.HC_BAD_GROUP,
+    "drop_hc_bad_set": lambda ev: ev.reason == R.HC_BAD_SET,
+    "drop_hc_empty": lambda ev: ev.reason == R.HC_EMPTY,
+    "drop_mc_spill": lambda ev: ev.reason == R.MC_SPILL,
 }
 _EGRESS_COUNTERS = {
     "tx_packets": lambda ev: ev.tx_packet,
@@ -37,6 +42,7 @@ _EGRESS_COUNTERS = {
     "tx_bytes": lambda ev: ev.tx_bytes,
     "tx_stall": lambda ev: ev.tx_stall,
     "tx_err": lambda ev: ev.tx_err,
+    "tx_mcast": lambda ev: ev.tx_mcast,
 }
 COUNTERS = list(_INGRESS_COUNTERS) + list(_EGRESS_COUNTERS)
 
@@ -70,7 +76,7 @@ class SmartfabricSwitch(wiring.Component):
     def __init__(self, params: SwitchParams = SwitchParams()):
         self.params = params
         self.regs = RegisterBlock(n_ports=params.n_ports, n_windows=params.n_windows,
-                                  n_id_routes=params.n_id_routes)
+                                  n_id_routes=params.n_id_routes, n_groups=params.n_groups)
         members = _port_members(params)
         for name, member in self.regs.signature.members.items():
             members[name] = member
@@ -124,6 +130,34 @@ class SmartfabricSwitch(wiring.Component):
             for name in ("bus_lo", "bus_hi", "port", "enable"):
                 m.d.comb += getattr(r, name).eq(hw_r[f"id_route[{k}].{name}"])
 
+        # Hypercast configuration (docs/protocol.md section 8.6). Registers that must change
+        # together are applied by the write of their control register: a held copy, bypassed
+        # in the cycle of that write so the new value is in use as the response goes out.
+        def applied(m, strobe, value, name):
+            held = Signal(len(value), name=name)
+            with m.If(strobe):
+                m.d.sync += held.eq(value)
+            return Mux(strobe, value, held)
+
+        mc_written = regs.swmod["mc_ctrl.enable"]
+        m.d.comb += core.mc.eq(applied(m, mc_written, Cat(
+            hw_r["mc_base_lo.value"], hw_r["mc_base_hi.value"], hw_r["mc_ctrl.index_pos"],
+            hw_r["mc_ctrl.num_group"], hw_r["mc_ctrl.enable"], hw_r["mc_ctrl.exclude_source"]),
+            "mc_window"))
+        for q in range(n):
+            m.d.comb += core.mc_receive[q].eq(hw_r[f"mc_receive[{q}].groups"])
+            f = lambda reg: hw_r[f"mc_overlay[{q}].{reg}"]
+            m.d.comb += core.overlays[q].eq(applied(
+                m, regs.swmod[f"mc_overlay[{q}].ctrl.size"],
+                Cat(f("base_lo.value"), f("base_hi.value"), f("ctrl.size")), f"overlay{q}"))
+
+        # The group table: a memory of the register block, one read port per ingress.
+        group_table = regs.memories["hc_group"]
+        for q in range(n):
+            read = group_table.read_port()
+            m.d.comb += [read.addr.eq(core.group_addr[q]), read.en.eq(core.group_en[q]),
+                         core.group_data[q].eq(read.data)]
+
         # Build parameters.
         m.d.comb += [
             hw_w["params0.n_ports"].eq(n),
@@ -142,6 +176,22 @@ class SmartfabricSwitch(wiring.Component):
                     count = Signal(64, name=f"port{q}_{name}")
                     m.d.sync += count.eq(count + event(events))
                     m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
+
+        # Group monitors: multicast packets of one group, and their copies.
+        for k in range(N_HC_MONITORS):
+            sel = lambda name: hw_r[f"hc_monitor[{k}].select.{name}"]
+            hits = [Signal(name=f"monitor{k}_hit{q}") for q in range(n)]
+            for q, hit in enumerate(hits):
+                ev = core.ingress_events[q]
+                m.d.comb += hit.eq(sel("enable") & ev.mcast & (ev.group_source == sel("source") + 1)
+                                   & (ev.group == sel("id")))
+            packets = Signal(64, name=f"monitor{k}_packets")
+            copies = Signal(64, name=f"monitor{k}_copies")
+            m.d.sync += [packets.eq(packets + sum(hits)),
+                         copies.eq(copies + sum(Mux(hit, core.ingress_events[q].copies, 0)
+                                                for q, hit in enumerate(hits)))]
+            m.d.comb += [hw_w[f"hc_monitor[{k}].packets.count"].eq(packets),
+                         hw_w[f"hc_monitor[{k}].copies.count"].eq(copies)]
 
         # Error status: the first error since the last clear, lowest port first in a cycle.
         err_valid = Signal()

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def config_tag(params: SwitchParams):
     return (f"n{params.n_ports}_w{params.data_width}_mps{params.max_payload}"
-            f"_q{params.voq_depth}_win{params.n_windows}_id{params.n_id_routes}")
+            f"_q{params.voq_depth}_win{params.n_windows}_id{params.n_id_routes}"
+            f"_g{params.n_groups}")
 
 
 def _waves():
