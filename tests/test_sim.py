@@ -22,28 +22,36 @@ CONFIGS = [
     SwitchParams(n_ports=16, data_width=64, max_payload=128, voq_depth=4),
 ]
 
-# (testcase, packets per port per pattern on each simulator)
+SWITCH = "smartfabric.verif.test_switch"
+HYPERCAST = "smartfabric.verif.test_hypercast"
+
+# (module, testcase, packets per port per pattern on each simulator)
 TESTS = [
-    ("random_traffic", {"verilator": 24, "icarus": 8}),
-    ("bad_input", {"verilator": 1, "icarus": 1}),
-    ("tlp_meaning", {"verilator": 1, "icarus": 1}),
-    ("no_head_of_line_blocking", {"verilator": 1, "icarus": 1}),
-    ("control_port", {"verilator": 1, "icarus": 1}),
+    (SWITCH, "random_traffic", {"verilator": 24, "icarus": 8}),
+    (SWITCH, "bad_input", {"verilator": 1, "icarus": 1}),
+    (SWITCH, "tlp_meaning", {"verilator": 1, "icarus": 1}),
+    (SWITCH, "no_head_of_line_blocking", {"verilator": 1, "icarus": 1}),
+    (SWITCH, "control_port", {"verilator": 1, "icarus": 1}),
+    (HYPERCAST, "hypercast_random", {"verilator": 24, "icarus": 8}),
+    (HYPERCAST, "hypercast_collectives", {"verilator": 1, "icarus": 1}),
+    (HYPERCAST, "hypercast_group_update_race", {"verilator": 1, "icarus": 1}),
+    (HYPERCAST, "hypercast_blocked_egress", {"verilator": 1, "icarus": 1}),
+    (HYPERCAST, "hypercast_bad_input", {"verilator": 1, "icarus": 1}),
 ]
 
 
 def _cases():
     for sim in SIMULATORS:
         for params in CONFIGS:
-            for test, packets in TESTS:
+            for module, test, packets in TESTS:
                 group = f"{sim}_{config_tag(params)}"
-                yield pytest.param(sim, params, test, packets[sim],
+                yield pytest.param(sim, params, module, test, packets[sim],
                                    id=f"{sim}-n{params.n_ports}w{params.data_width}-{test}",
                                    marks=[pytest.mark.sim, pytest.mark.xdist_group(name=group)])
 
 
-@pytest.mark.parametrize("sim,params,test,packets", list(_cases()))
-def test_switch(sim, params, test, packets):
+@pytest.mark.parametrize("sim,params,module,test,packets", list(_cases()))
+def test_switch(sim, params, module, test, packets):
     reason = simulator_missing(sim)
     if reason:
         pytest.skip(reason)
@@ -51,4 +59,4 @@ def test_switch(sim, params, test, packets):
         packets = max(1, packets * 8 // params.n_ports)   # Icarus is ~10x slower
     if LONG:
         packets *= 20
-    run_test(params, sim, test, extra_env={"SMARTFABRIC_PACKETS": str(packets)})
+    run_test(params, sim, test, module=module, extra_env={"SMARTFABRIC_PACKETS": str(packets)})

@@ -121,15 +121,19 @@ class SwitchEnv:
                                                        (0, 0, 0, False)),
                                    root_port=0, completer_id=0x0000)
         self.model = SwitchModel(self.config)
-        self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes)
+        self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups)
         self.ports = None
         self.regs = None
         self.delivered = 0
         self.delivered_beats = 0
         self.answer_reads = True
         self.tags = [0] * n
-        self.egress_log = []        # (cycle, port, packet), if enabled
+        self.egress_log = []        # (cycle, port, src, packet), if enabled
         self.keep_log = False
+        self.ingress_log = []       # (cycle, port, beat) of first beats, if enabled
+        self._lockstep = []         # model updates waiting for their write to take effect
+        self._bvalid_seen = 0
+        self.write_cycles = []      # edge of each B handshake seen while in lockstep mode
 
     @staticmethod
     def _pad(entries, size, empty):
@@ -141,6 +145,7 @@ class SwitchEnv:
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         dut.rst.value = 1
         self.ports = FabricPorts(dut, self.params.n_ports, self.rng)
+        self.ports.on_cycle.append(self._cycle)
         self.ports.on_ingress.append(self._ingress)
         self.ports.on_egress.append(self._egress)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
@@ -169,9 +174,50 @@ class SwitchEnv:
         await regs.write("root_port", port=rp or 0, valid=int(rp is not None))
         await regs.write("switch_id", completer_id=cfg.completer_id)
         await regs.write("port_enable", cfg.port_enable)
+        await self.program_multicast()
+
+    async def program_multicast(self):
+        """Write the model's multicast configuration (docs/protocol.md section 8) into the
+        switch: group table entries, multicast window, receive masks, overlays, monitors."""
+        cfg, regs = self.config, self.regs
+        for g, mask in sorted(cfg.hc_groups.items()):
+            await regs.write(f"hc_group[{g}]", mask)
+        for p in range(self.params.n_ports):
+            await regs.write(f"mc_receive[{p}]", cfg.mc_receive[p])
+            base, size = cfg.mc_overlay[p]
+            await regs.write(f"mc_overlay[{p}].base_lo", base & 0xFFFFFFFF)
+            await regs.write(f"mc_overlay[{p}].base_hi", base >> 32)
+            await regs.write(f"mc_overlay[{p}].ctrl", size=size)
+        await regs.write("mc_base_lo", cfg.mc_base & 0xFFFFFFFF)
+        await regs.write("mc_base_hi", cfg.mc_base >> 32)
+        await regs.write("mc_ctrl", enable=int(cfg.mc_enable), index_pos=cfg.mc_index_pos,
+                         num_group=cfg.mc_num_group,
+                         exclude_source=int(cfg.mc_exclude_source))
+        for k, (enable, source, ident) in enumerate(cfg.hc_monitors):
+            await regs.write(f"hc_monitor[{k}].select", enable=int(enable), source=source,
+                             id=ident)
+
+    async def write_in_lockstep(self, path, value, update):
+        """Write register ``path`` and apply ``update()`` to the model exactly when the write
+        takes effect in the switch: before the model sees the beats accepted at the edge of
+        the write response (the group table is written as ``bvalid`` rises, so a header
+        accepted from the next edge on reads the new entry; docs/protocol.md section 8.6).
+        Only for writes that take effect as ``bvalid`` rises; no other write may be in
+        flight."""
+        self._lockstep.append(update)
+        await self.regs.write(path, value)
+
+    def _cycle(self, cycle):
+        bvalid = int(self.dut.s_axil_bvalid.value)
+        if bvalid and not self._bvalid_seen and self._lockstep:
+            self._lockstep.pop(0)()
+            self.write_cycles.append(cycle)
+        self._bvalid_seen = bvalid
 
     # ---- monitors ----
     def _ingress(self, port, beat):
+        if self.keep_log and beat.first:
+            self.ingress_log.append((self.ports.cycle, port, beat))
         self.model.ingress_beat(port, beat)
 
     def _egress(self, port, packet):
@@ -193,6 +239,8 @@ class SwitchEnv:
         fmt, typ = d.fmt, d.type
         if typ == Type.MEM and fmt <= Fmt.DW4_DATA:
             tlp = self.to_tlp(packet)
+            if self.in_mc_window(tlp.address):
+                return      # a multicast-window copy without overlay keeps its address
             base, limit = self.plan.win32(port)
             ok = base <= tlp.address <= limit
             if self.plan.has64:
@@ -203,6 +251,11 @@ class SwitchEnv:
             tlp = self.to_tlp(packet)
             assert tlp.requester_id.bus == self.plan.bus(port), \
                 f"{tlp!r} delivered at port {port}, whose bus is {self.plan.bus(port)}"
+
+    def in_mc_window(self, address):
+        cfg = self.config
+        size = (cfg.mc_num_group + 1) << max(12, cfg.mc_index_pos)
+        return cfg.mc_enable and cfg.mc_base <= address < cfg.mc_base + size
 
     def to_tlp(self, packet):
         """Decode a delivered packet with the independent standard decoder."""
@@ -326,6 +379,12 @@ class SwitchEnv:
                 got = await self.regs.read(f"port[{p}].{name}")
                 if got != value:
                     mismatches.append(f"port[{p}].{name}: switch {got}, expected {value}")
+        assert not mismatches, "counter mismatches:\n" + "\n".join(mismatches)
+        for k, expect in enumerate(self.model.monitor_counters):
+            for name, value in expect.items():
+                got = await self.regs.read(f"hc_monitor[{k}].{name}")
+                if got != value:
+                    mismatches.append(f"hc_monitor[{k}].{name}: switch {got}, expected {value}")
         assert not mismatches, "counter mismatches:\n" + "\n".join(mismatches)
         count = await self.regs.read("err_count")
         assert count == min(self.model.err_count, 0xFFFFFFFF), \

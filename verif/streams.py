@@ -32,8 +32,10 @@ class FabricPorts:
     ready_prob : float or list of float
         Per egress: chance that ``ready`` is high in a cycle.
 
-    Callbacks: ``on_ingress(port, beat)`` for every beat the switch accepted;
-    ``on_egress(port, packet)`` for every packet delivered (when its last beat arrives).
+    Callbacks: ``on_cycle(cycle)`` at each rising edge before anything else (so it sees the
+    edge's handshakes before the beats are handed on); ``on_ingress(port, beat)`` for every
+    beat the switch accepted; ``on_egress(port, packet)`` for every packet delivered (when its
+    last beat arrives).
     Counters of stalled cycles (``rx_stall``/``tx_stall``) are kept as the switch defines them.
     """
 
@@ -44,6 +46,7 @@ class FabricPorts:
         self.gap_prob = self._per_port(gap_prob)
         self.ready_prob = self._per_port(ready_prob)
         self.queues = [deque() for _ in range(n_ports)]
+        self.on_cycle = []
         self.on_ingress = []
         self.on_egress = []
         self.rx_stall = [0] * n_ports
@@ -86,6 +89,8 @@ class FabricPorts:
         while True:
             await RisingEdge(clk)
             self.cycle += 1
+            for cb in self.on_cycle:
+                cb(self.cycle)
             for p in range(n):
                 s = self._s[p]
                 cur = self._current[p]
