@@ -97,15 +97,16 @@ def _run_bench_test(params, sim, testcase, module, env, build_root):
 
 def _cmd_bench(args):
     params = _params(args)
-    if args.kind != "unicast":
-        raise ValueError(f"unknown benchmark {args.kind!r} (available: unicast)")
+    tests = {"unicast": "unicast_bench", "multicast": "multicast_bench"}
+    if args.kind not in tests:
+        raise ValueError(f"unknown benchmark {args.kind!r} (available: {', '.join(tests)})")
     if args.payload_beats < 1:
         raise ValueError(f"--payload-beats must be at least 1, not {args.payload_beats}")
     env = {"SMARTFABRIC_PAYLOAD_BEATS": str(args.payload_beats),
            "SMARTFABRIC_CYCLES": str(args.cycles)}
     if args.seed is not None:
         env["SMARTFABRIC_SEED"] = str(args.seed)
-    result = _capture(lambda: _run_bench_test(params, args.sim, "unicast_bench",
+    result = _capture(lambda: _run_bench_test(params, args.sim, tests[args.kind],
                                               "smartfabric.verif.test_perf", env,
                                               args.build_dir), args.json)
     result["simulator"] = args.sim
@@ -205,7 +206,7 @@ def main(argv=None):
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("bench", help="measure the RTL in simulation; prints JSON with --json")
-    p.add_argument("kind", help="benchmark: unicast")
+    p.add_argument("kind", help="benchmark: unicast or multicast")
     _add_switch_args(p, ports=8, width=64)
     p.add_argument("--payload-beats", type=int, default=4, help="beats per packet (default 4)")
     p.add_argument("--cycles", type=int, default=2000, help="measured cycles per pattern")

@@ -119,7 +119,7 @@ class SwitchEnv:
                                                      (0, 0, 0, False)),
                                    id_routes=self._pad(self.plan.id_routes(), params.n_id_routes,
                                                        (0, 0, 0, False)),
-                                   root_port=0, completer_id=0x0000)
+                                   root_port=0, completer_id=0x0000, n_groups=params.n_groups)
         self.model = SwitchModel(self.config)
         self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups)
         self.ports = None
@@ -133,7 +133,8 @@ class SwitchEnv:
         self.ingress_log = []       # (cycle, port, beat) of first beats, if enabled
         self._lockstep = []         # model updates waiting for their write to take effect
         self._bvalid_seen = 0
-        self.write_cycles = []      # edge of each B handshake seen while in lockstep mode
+        self.write_cycles = []      # edge after each lockstep write took effect
+        self.response_cycles = []   # edge of every B handshake
 
     @staticmethod
     def _pad(entries, size, empty):
@@ -208,10 +209,14 @@ class SwitchEnv:
         await self.regs.write(path, value)
 
     def _cycle(self, cycle):
+        # Values read at an edge are those before it: bvalid seen high for the first time
+        # means it rose at the previous edge, where the write was made.
         bvalid = int(self.dut.s_axil_bvalid.value)
         if bvalid and not self._bvalid_seen and self._lockstep:
             self._lockstep.pop(0)()
             self.write_cycles.append(cycle)
+        if bvalid and int(self.dut.s_axil_bready.value):
+            self.response_cycles.append(cycle)
         self._bvalid_seen = bvalid
 
     # ---- monitors ----

@@ -10,6 +10,7 @@ import os
 import cocotb
 from cocotb.triggers import RisingEdge, ClockCycles
 
+from ..models.formats import SfKind, sf_prefix, HC_SET_PORTS
 from .env import SwitchEnv, params_from_env, seed_from_env
 
 WARMUP = 200
@@ -66,6 +67,214 @@ async def unicast_bench(dut):
     result["permutation_throughput"] = await _saturate(env, lambda s: perm[s], beats, cycles)
     result["single_beat_throughput"] = await _saturate(
         env, lambda s: rng.randrange(n), 1, cycles)
+    await env.check_counters()
+    result["packets_checked"] = env.delivered
+    with open(os.environ["SMARTFABRIC_RESULT"], "w") as f:
+        json.dump(result, f)
+
+
+class _Watch:
+    """Beats accepted per ingress and delivered per egress, and the last delivery's cycle."""
+
+    def __init__(self, env):
+        n = env.params.n_ports
+        self.env = env
+        self.rx = [0] * n
+        self.tx = [0] * n
+        self.last = 0
+        env.ports.on_ingress.append(self._rx)
+        env.ports.on_egress.append(self._tx)
+
+    def _rx(self, port, beat):
+        self.rx[port] += 1
+
+    def _tx(self, port, packet):
+        self.tx[port] += len(packet)
+        self.last = self.env.ports.cycle
+
+    async def timed(self, send):
+        """Cycles from queuing ``send()``'s traffic to its last delivery; beats per port."""
+        rx0, tx0 = list(self.rx), list(self.tx)
+        start = self.env.ports.cycle
+        send()
+        await self.env.drain()
+        return (self.last - start,
+                [a - b for a, b in zip(self.rx, rx0)], [a - b for a, b in zip(self.tx, tx0)])
+
+
+async def _fanout(env, mc, watch, payload_beats, cycles):
+    """One source saturated with multicast writes to every port: delivered beats per cycle at
+    the slowest destination, over ``cycles`` cycles after a warm-up."""
+    n, lanes = env.params.n_ports, env.params.data_width // 8
+    nbytes = max(4, min(env.params.max_payload, payload_beats * lanes))
+    group = 0
+    env.config.hc_groups[group] = (1 << n) - 1
+    await env.regs.write(f"hc_group[{group}]", (1 << n) - 1)
+    for _ in range((WARMUP + cycles) // payload_beats + 32):
+        env.send_beats(0, mc.to_group(0, group, nbytes))
+    await ClockCycles(env.dut.clk, WARMUP)
+    before = list(watch.tx)
+    await ClockCycles(env.dut.clk, cycles)
+    per_port = [(a - b) / cycles for a, b in zip(watch.tx, before)]
+    await env.drain()
+    return min(per_port), per_port
+
+
+async def _group_update(env, mc, updates):
+    """Back-to-back one-beat packets to a group while its entry is rewritten: the cycles from
+    each write response to the first header accepted after it that uses the new set, minus 1
+    (the worst over ``updates`` writes), and the source's stall cycles meanwhile."""
+    n, rng = env.params.n_ports, env.rng
+    group = 1
+    masks = [rng.randrange(1, 1 << n) for _ in range(2)]
+    while masks[1] == masks[0]:
+        masks[1] = rng.randrange(1, 1 << n)
+    env.config.hc_groups[group] = masks[0]
+    await env.regs.write(f"hc_group[{group}]", masks[0])
+    env.keep_log = True
+    env.ingress_log.clear()
+    env.egress_log.clear()
+    src = 0
+    for _ in range(updates * 40 + 100):
+        env.send_beats(src, mc.to_group(src, group, 4))
+    stalls = env.ports.rx_stall[src]
+    await ClockCycles(env.dut.clk, 20)
+    writes = []
+    for k in range(updates):
+        new = masks[(k + 1) % 2]
+
+        def update(new=new):
+            env.config.hc_groups[group] = new
+        first_response = len(env.response_cycles)
+        await env.write_in_lockstep(f"hc_group[{group}]", new, update)
+        await ClockCycles(env.dut.clk, 2)
+        writes.append((env.response_cycles[first_response], new))
+        await ClockCycles(env.dut.clk, rng.randint(10, 30))
+    await env.drain()
+    stalls = env.ports.rx_stall[src] - stalls
+    env.keep_log = False
+    copies = {}
+    for _, port, _, packet in env.egress_log:
+        copies.setdefault(packet.beats[0].data & 0xFFFFFFFF, set()).add(port)
+    headers = [(c, beat.data & 0xFFFFFFFF) for c, port, beat in env.ingress_log if port == src]
+    worst = 0
+    for response, new in writes:
+        want = {p for p in range(n) if new >> p & 1}
+        first_new = next((c for c, seq in headers if c > response and copies[seq] == want),
+                         None)
+        assert first_new is not None, f"no header after the response at {response} used the set"
+        worst = max(worst, first_new - response - 1)
+    return worst, stalls
+
+
+async def _allgather(env, mc, watch, shard_bytes):
+    """Every port sends a shard to every other: once by Hypercast (a group of all, source
+    excluded) and as N-1 unicast copies. Cycles of each, and the speedup the link loads
+    allow (the busiest link's beats, unicast over Hypercast)."""
+    n, mps = env.params.n_ports, env.params.max_payload
+    group = 2
+    env.config.hc_groups[group] = (1 << n) - 1
+    await env.regs.write(f"hc_group[{group}]", (1 << n) - 1)
+    chunks = [min(mps, shard_bytes - o) for o in range(0, shard_bytes, mps)]
+
+    def hypercast():
+        for p in range(n):
+            for size in chunks:
+                env.send_beats(p, mc.to_group(p, group, size, xs=True))
+
+    def unicast():
+        for p in range(n):
+            for k in range(1, n):
+                dst = (p + k) % n
+                for size in chunks:
+                    env.send_beats(p, mc.write(p, mc.window_address(dst, size), size))
+    hc_cycles, hc_rx, hc_tx = await watch.timed(hypercast)
+    uc_cycles, uc_rx, uc_tx = await watch.timed(unicast)
+    bound = max(uc_rx + uc_tx) / max(hc_rx + hc_tx)
+    return hc_cycles, uc_cycles, bound
+
+
+async def _moe_dispatch(env, mc, watch, tokens, token_bytes, experts=64, top_k=8):
+    """One source dispatches tokens to the ports hosting each token's top-k experts (random
+    gates; experts spread evenly over the ports): by destination set, then by unicast
+    copies. The source is the bottleneck."""
+    n, mps, rng = env.params.n_ports, env.params.max_payload, env.rng
+    per_port = -(-experts // n)
+    sets = [sorted({e // per_port for e in rng.sample(range(experts), top_k)})
+            for _ in range(tokens)]
+    chunks = [min(mps, token_bytes - o) for o in range(0, token_bytes, mps)]
+    src = 0
+
+    def hypercast():
+        for ports in sets:
+            address = mc.window_address(ports[0], token_bytes)
+            pfx = sf_prefix(SfKind.HC_SET, mask=mc.mask_of(ports))
+            for k, size in enumerate(chunks):
+                env.send_beats(src, mc.write(src, address + k * mps, size, pfx))
+
+    def unicast():
+        for ports in sets:
+            for dst in ports:
+                address = mc.window_address(dst, token_bytes)
+                for k, size in enumerate(chunks):
+                    env.send_beats(src, mc.write(src, address + k * mps, size))
+    hc_cycles, hc_rx, _ = await watch.timed(hypercast)
+    uc_cycles, uc_rx, _ = await watch.timed(unicast)
+    copies = sum(len(s) for s in sets)
+    packets = tokens * len(chunks)
+    # Source bytes with the TLP headers (3 DW, below 4 GiB) and, for Hypercast, the prefix DW.
+    hc_bytes = tokens * token_bytes + packets * (12 + 4)
+    uc_bytes = copies * token_bytes + copies * len(chunks) * 12
+    return {
+        "moe_tokens": tokens, "moe_token_bytes": token_bytes,
+        "moe_experts": experts, "moe_top_k": top_k,
+        "moe_mean_destinations": round(copies / tokens, 3),
+        "moe_dispatch_source_beats_ratio": round(hc_rx[src] / uc_rx[src], 4),
+        "moe_dispatch_ideal_ratio": round(tokens / copies, 4),
+        "moe_dispatch_source_bytes_ratio_with_headers": round(hc_bytes / uc_bytes, 4),
+        "moe_dispatch_cycles": hc_cycles, "moe_unicast_cycles": uc_cycles,
+        "moe_dispatch_speedup": round(uc_cycles / hc_cycles, 3),
+        "moe_dispatch_speedup_over_mean_destinations": round(
+            uc_cycles / hc_cycles / (copies / tokens), 3),
+    }
+
+
+@cocotb.test()
+async def multicast_bench(dut):
+    from .multicast import Multicast
+    params = params_from_env()
+    env = SwitchEnv(dut, params, seed_from_env(1))
+    await env.start()
+    env.answer_reads = False
+    env.ports.set_gap(0.0)
+    env.ports.set_ready(1.0)
+    mc = Multicast(env)
+    watch = _Watch(env)
+    n = params.n_ports
+    beats = int(os.environ.get("SMARTFABRIC_PAYLOAD_BEATS", "4"))
+    cycles = int(os.environ.get("SMARTFABRIC_CYCLES", "2000"))
+    result = {"ports": n, "data_width": params.data_width, "payload_beats": beats,
+              "voq_depth": params.voq_depth, "max_payload": params.max_payload,
+              "measure_cycles": cycles, "seed": env.seed}
+    fanout, per_port = await _fanout(env, mc, watch, beats, cycles)
+    result["fanout_throughput"] = round(fanout, 4)
+    result["fanout_throughput_per_egress"] = [round(v, 4) for v in per_port]
+    worst, stalls = await _group_update(env, mc, int(os.environ.get("SMARTFABRIC_UPDATES", "8")))
+    result["group_update_cycles"] = worst
+    result["group_update_source_stall_cycles"] = stalls
+    shard = int(os.environ.get("SMARTFABRIC_SHARD_BYTES", str(4 * params.max_payload)))
+    hc, uc, bound = await _allgather(env, mc, watch, shard)
+    result.update({"allgather_shard_bytes": shard, "allgather_cycles": hc,
+                   "allgather_unicast_cycles": uc,
+                   "allgather_speedup_vs_unicast": round(uc / hc, 3),
+                   "allgather_speedup_link_bound": round(bound, 3),
+                   "allgather_speedup_fraction_of_bound": round(uc / hc / bound, 3)})
+    if n <= HC_SET_PORTS:
+        result.update(await _moe_dispatch(env, mc, watch,
+                                          int(os.environ.get("SMARTFABRIC_TOKENS", "32")), 1024))
+    else:
+        result["moe_dispatch"] = f"not measured: a destination set names at most " \
+                                 f"{HC_SET_PORTS} ports"
     await env.check_counters()
     result["packets_checked"] = env.delivered
     with open(os.environ["SMARTFABRIC_RESULT"], "w") as f:
