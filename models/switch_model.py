@@ -1,6 +1,6 @@
 """Golden transaction-level model of the smartfabric switch core.
 
-Written from ``docs/protocol.md`` (sections 1-7) and the field tables of
+Written from ``docs/protocol.md`` (sections 1-8) and the field tables of
 :mod:`smartfabric.models.formats` only; pure Python, no HDL or simulator imports.
 
 The model is fed every beat *accepted* at each ingress (:meth:`SwitchModel.ingress_beat`, in
@@ -11,6 +11,11 @@ counters (:attr:`SwitchModel.counters`) and the error log behind ``err_status``/
 :meth:`SwitchModel.match_egress`, which enforces per-flow order, no corruption and no
 duplicates; :meth:`SwitchModel.pending` exposes losses at the end of a test.
 
+Multicast (Hypercast, section 8) is predicted as one copy per destination: a multicast packet
+from ingress s appends its copy for egress p to ``expected[(s, p)]`` for every p of its
+destination set, in ascending p. :attr:`SwitchModel.monitor_counters` predicts the
+``hc_monitor`` group counters.
+
 Timing (cut-through, stalls, arbitration between flows) is deliberately not modelled: a packet
 is appended to its flow as soon as its last (possibly forced) beat is known.
 """
@@ -18,17 +23,22 @@ is appended to its flow as soon as its last (possibly forced) beat is known.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import enum
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from .formats import (
-    CPL_DW1, CPL_DW2, DW0, MSG_DW1, REQ_DW1, CplStatus, DropReason, Fmt, MsgRouting, Type,
-    field_get, field_put, keep_for_beat, payload_beats,
+    CPL_DW1, CPL_DW2, DW0, MSG_DW1, N_HC_MONITORS, REQ_DW1, SF_PREFIX, SF_PREFIX_HEAD,
+    CplStatus, DropReason, Fmt, MsgRouting, SfKind, Type, field_get, field_put, keep_for_beat,
+    payload_beats,
 )
+from .tlp_build import rewrite_address
 
 __all__ = [
-    "Beat", "Packet", "Window", "IdRoute", "SwitchConfig", "SwitchModel", "ErrorRecord",
-    "Decoded", "decode_header", "tlp_name", "ur_completion_hdr", "COUNTER_NAMES",
+    "Beat", "Packet", "Window", "IdRoute", "McOverlay", "HcMonitor", "MonitorSource",
+    "SwitchConfig", "SwitchModel", "ErrorRecord", "Decoded", "decode_header", "tlp_name",
+    "ur_completion_hdr", "SfDescriptor", "sf_descriptor", "McRoute", "COUNTER_NAMES",
     "REASON_COUNTER",
 ]
 
@@ -40,6 +50,8 @@ _MASK64 = (1 << 64) - 1
 COUNTER_NAMES = (
     "rx_packets", "rx_beats", "rx_bytes", "tx_packets", "tx_beats", "tx_bytes", "tx_err",
     "drop_malformed", "drop_unsupported", "drop_no_route", "drop_port_disabled", "drop_length",
+    "drop_hc_bad_group", "drop_hc_bad_set", "drop_hc_empty", "drop_mc_spill",
+    "rx_mcast", "tx_mcast",
     "err_truncated", "err_overlong", "err_keep", "msg_local", "ur_sent",
 )
 
@@ -50,6 +62,10 @@ REASON_COUNTER = {
     DropReason.NO_ROUTE: "drop_no_route",
     DropReason.PORT_DISABLED: "drop_port_disabled",
     DropReason.LENGTH: "drop_length",
+    DropReason.HC_BAD_GROUP: "drop_hc_bad_group",
+    DropReason.HC_BAD_SET: "drop_hc_bad_set",
+    DropReason.HC_EMPTY: "drop_hc_empty",
+    DropReason.MC_SPILL: "drop_mc_spill",
     DropReason.TRUNCATED: "err_truncated",
     DropReason.OVERLONG: "err_overlong",
     DropReason.KEEP: "err_keep",
@@ -344,6 +360,58 @@ def ur_completion_hdr(req_hdr: int, completer_id: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# the smartfabric descriptor (docs/protocol.md section 8.1)
+# --------------------------------------------------------------------------------------------
+
+class SfDescriptor(NamedTuple):
+    """The fields of a smartfabric descriptor prefix (``pfx[31:24] == 0x8E``).
+
+    ``mask`` is ``pfx[19:0]`` (the destination set of ``HC_SET``) and ``group`` is
+    ``pfx[15:0]`` (the group id of ``HC_GROUP``); both are decoded whatever the kind, only the
+    kind's own field means anything. Bit 20 is reserved and ignored.
+    """
+    kind: SfKind
+    xs: bool
+    mask: int
+    group: int
+
+    @property
+    def hypercast(self) -> bool:
+        """True for the kinds that name a destination set (``HC_SET``, ``HC_GROUP``)."""
+        return self.kind in (SfKind.HC_SET, SfKind.HC_GROUP)
+
+
+def sf_descriptor(pfx: int) -> SfDescriptor | None:
+    """Decode the smartfabric descriptor carried by the prefix sideband ``pfx``.
+
+    Returns None when ``pfx`` is not a VendPrefixL0 (``pfx[31:24] != 0x8E``: no prefix, another
+    prefix type, or a prefix with a bad Fmt). A descriptor of kind ``NONE`` is returned as such;
+    the switch routes its packet as if it had no prefix.
+    """
+    if pfx >> 24 != SF_PREFIX_HEAD:
+        return None
+    return SfDescriptor(kind=SfKind(field_get(pfx, SF_PREFIX, "kind")),
+                        xs=bool(field_get(pfx, SF_PREFIX, "xs")),
+                        mask=field_get(pfx, SF_PREFIX, "mask"),
+                        group=field_get(pfx, SF_PREFIX, "group"))
+
+
+def _is_mwr(d: Decoded) -> bool:
+    """MWr (Type 00000 with Fmt 010 or 011): the only TLP that can be multicast."""
+    return d.type == Type.MEM and d.has_data
+
+
+def _write_bytes(d: Decoded) -> int:
+    """L of section 8.3 check 6: the write's data bytes, 4 x Length (0 = 1024), no ECRC."""
+    return 4 * (d.length_field or 1024)
+
+
+def _ports_of(mask: int) -> tuple[int, ...]:
+    """The set bits of ``mask``, ascending."""
+    return tuple(p for p in range(mask.bit_length()) if mask >> p & 1)
+
+
+# --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
 
@@ -361,6 +429,25 @@ class IdRoute(NamedTuple):
     bus_hi: int
     port: int
     enable: bool
+
+
+class McOverlay(NamedTuple):
+    """``mc_overlay[p]``: the address overlay of multicast-window copies to port p (8.4)."""
+    base: int
+    size: int
+
+
+class MonitorSource(enum.IntEnum):
+    """``hc_monitor[k].select.source``: what ``select.id`` names (section 8.7)."""
+    GROUP_TABLE = 0      # a Hypercast group table id (HC_GROUP descriptors)
+    MC_WINDOW = 1        # a PCIe multicast window group
+
+
+class HcMonitor(NamedTuple):
+    """``hc_monitor[k].select``: count the multicast packets of one group when ``enable``."""
+    enable: bool
+    source: MonitorSource
+    id: int
 
 
 def _default_windows() -> list:
@@ -393,9 +480,29 @@ class SwitchConfig:
         Bit p enables port p (ingress and egress). Default (None): all N ports enabled.
     completer_id : int
         ``switch_id.completer_id`` used in generated UR completions.
+    n_groups : int
+        Entries of the Hypercast group table (build parameter ``N_GROUPS``).
+    hc_groups : dict of int to int
+        Group table: group id -> ``hc_group[g].mask`` (an absent id reads 0). Bits at or above
+        N are not stored: the model reads ``mask & ((1 << N) - 1)``.
+    mc_enable, mc_base, mc_index_pos, mc_num_group, mc_exclude_source
+        The PCIe multicast window (section 8.2): ``mc_ctrl.enable``, ``mc_base`` (64-bit),
+        ``mc_ctrl.index_pos`` (each group's window is ``2**index_pos`` bytes; values below 12
+        count as 12), ``mc_ctrl.num_group`` (groups minus 1, 0..31) and
+        ``mc_ctrl.exclude_source``.
+    mc_receive : list of int
+        Per port p, ``mc_receive[p].groups``: bit g set = port p receives window group g.
+        Default (None): all 0.
+    mc_overlay : list of (base, size)
+        Per port p, ``mc_overlay[p]`` (:class:`McOverlay`); ``size < 6`` = no overlay.
+        Default (None): all ``(0, 0)``.
+    hc_monitors : list of (enable, source, id)
+        The ``N_HC_MONITORS`` ``hc_monitor[k].select`` registers (:class:`HcMonitor`).
+        Default (None): all disabled.
 
     The model reads the configuration live, at each packet's first beat, so a bench may change
-    it between packets (e.g. ``cfg.windows[3] = (base, limit, port, True)``).
+    it between packets (e.g. ``cfg.windows[3] = (base, limit, port, True)``,
+    ``cfg.hc_groups[7] = 0b1010``, ``cfg.mc_overlay[2] = (base, size)``).
     """
     n_ports: int
     data_width: int
@@ -405,16 +512,44 @@ class SwitchConfig:
     root_port: int | None = None
     port_enable: int | None = None
     completer_id: int = 0
+    n_groups: int = 1024
+    hc_groups: dict = field(default_factory=dict)
+    mc_enable: bool = False
+    mc_base: int = 0
+    mc_index_pos: int = 12
+    mc_num_group: int = 0
+    mc_exclude_source: bool = False
+    mc_receive: list | None = None
+    mc_overlay: list | None = None
+    hc_monitors: list | None = None
 
     def __post_init__(self):
         if self.n_ports < 1:
             raise ValueError(f"n_ports must be >= 1, got {self.n_ports}")
         if self.data_width < 8 or self.data_width % 8:
             raise ValueError(f"data_width must be a positive multiple of 8, got {self.data_width}")
+        if self.n_groups < 1:
+            raise ValueError(f"n_groups must be >= 1, got {self.n_groups}")
         if self.port_enable is None:
             self.port_enable = (1 << self.n_ports) - 1
         self.windows = [Window(*w) for w in self.windows]
         self.id_routes = [IdRoute(*r) for r in self.id_routes]
+        if self.mc_receive is None:
+            self.mc_receive = [0] * self.n_ports
+        if self.mc_overlay is None:
+            self.mc_overlay = [McOverlay(0, 0)] * self.n_ports
+        self.mc_overlay = [McOverlay(*o) for o in self.mc_overlay]
+        if self.hc_monitors is None:
+            self.hc_monitors = [HcMonitor(False, MonitorSource.GROUP_TABLE, 0)] * N_HC_MONITORS
+        self.hc_monitors = [HcMonitor(bool(e), MonitorSource(s), i)
+                            for e, s, i in self.hc_monitors]
+        for name, table in (("mc_receive", self.mc_receive), ("mc_overlay", self.mc_overlay)):
+            if len(table) != self.n_ports:
+                raise ValueError(f"{name} needs one entry per port ({self.n_ports}), "
+                                 f"got {len(table)}")
+        if len(self.hc_monitors) != N_HC_MONITORS:
+            raise ValueError(f"hc_monitors needs {N_HC_MONITORS} entries, "
+                             f"got {len(self.hc_monitors)}")
 
     @property
     def lanes(self) -> int:
@@ -425,17 +560,71 @@ class SwitchConfig:
         """Whether ``port`` is enabled in ``port_enable``."""
         return 0 <= port < self.n_ports and bool((self.port_enable >> port) & 1)
 
-    def route_address(self, address: int) -> int | None:
-        """Egress for a 64-bit address: lowest-numbered enabled window with
-        ``base <= address <= limit`` whose port is below ``n_ports``; None if none matches.
+    @property
+    def port_mask(self) -> int:
+        """``(1 << N) - 1``: the bits of a port set that name existing ports."""
+        return (1 << self.n_ports) - 1
+
+    def match_window(self, address: int) -> Window | None:
+        """The window a 64-bit address routes to (section 3): the lowest-numbered enabled
+        window with ``base <= address <= limit`` whose port is below ``n_ports``; None if none
+        matches. Also the *source window* of a Hypercast write (section 8.3 check 3).
 
         An entry whose port is ``>= n_ports`` matches nothing (it is skipped, so a
         higher-numbered valid window may still match).
         """
-        for base, limit, port, enable in self.windows:
+        for w in self.windows:
+            base, limit, port, enable = w
             if enable and 0 <= port < self.n_ports and base <= address <= limit:
-                return port
+                return Window(*w)
         return None
+
+    def route_address(self, address: int) -> int | None:
+        """Egress for a 64-bit address: the port of :meth:`match_window`; None if no window
+        matches."""
+        w = self.match_window(address)
+        return None if w is None else w.port
+
+    def receiver_window(self, port: int) -> Window | None:
+        """The *receiver window* of ``port`` (section 8.3 check 5): the lowest-numbered enabled
+        window whose port is ``port``, whatever its addresses; None if there is none."""
+        for w in self.windows:
+            if w[3] and w[2] == port:
+                return Window(*w)
+        return None
+
+    def group_mask(self, group: int) -> int:
+        """``hc_group[group].mask`` as the switch stores it: bits at or above N read 0."""
+        return self.hc_groups.get(group, 0) & self.port_mask
+
+    @property
+    def mc_window_shift(self) -> int:
+        """log2 of one multicast group's window: ``mc_index_pos``, at least 12."""
+        return max(12, self.mc_index_pos)
+
+    def mc_group(self, address: int) -> int | None:
+        """The multicast window group g of a 64-bit address (section 8.2), or None when the
+        window is disabled or ``address`` is outside ``[mc_base, mc_base + (num_group + 1) *
+        2**index_pos)``."""
+        if not self.mc_enable or address < self.mc_base:
+            return None
+        g = (address - self.mc_base) >> self.mc_window_shift
+        return g if g <= self.mc_num_group else None
+
+    def mc_receivers(self, group: int) -> int:
+        """The port set receiving multicast window group ``group``: bit p set when bit
+        ``group`` of ``mc_receive[p]`` is."""
+        return sum(1 << p for p in range(self.n_ports) if self.mc_receive[p] >> group & 1)
+
+    def mc_overlay_address(self, port: int, address: int) -> int | None:
+        """The address of the multicast-window copy to ``port`` (section 8.4): with
+        ``mc_overlay[port].size >= 6``, ``mc_overlay[port].base`` with its low ``size`` bits
+        replaced by those of ``address``; None (the copy keeps its header) with ``size < 6``."""
+        base, size = self.mc_overlay[port]
+        if size < 6:
+            return None
+        low = (1 << size) - 1
+        return ((base & ~low) | (address & low)) & _MASK64
 
     def route_bus(self, bus: int) -> int | None:
         """Egress for a bus number: lowest-numbered enabled ID route with
@@ -465,26 +654,48 @@ class ErrorRecord(NamedTuple):
     pfx: int
 
 
+class McRoute(NamedTuple):
+    """The routing decision for a multicast MWr (docs/protocol.md sections 8.3 and 8.4).
+
+    Attributes
+    ----------
+    reason : DropReason
+        ``NONE`` when the packet passes the checks of section 8.3, else the first one that
+        fails (the packet is then dropped whole).
+    copies : tuple of (int, int)
+        ``(p, hdr)`` for every p of the destination set D, ascending p: the egress and the
+        header of its copy. Empty when dropped.
+    group : tuple of (MonitorSource, int) or None
+        The group the packet counts under in the ``hc_monitor`` counters; None for a
+        destination set (``HC_SET``), which names no group.
+    """
+    reason: DropReason
+    copies: tuple = ()
+    group: tuple | None = None
+
+
 _SOP, _FWD, _DISCARD = "sop", "fwd", "discard"
 
 
 class _IngressState:
     """Framing state of one ingress port."""
-    __slots__ = ("mode", "k", "n_beats", "payload_bytes", "dst", "beats", "hdr", "pfx")
+    __slots__ = ("mode", "k", "n_beats", "payload_bytes", "copies", "mcast", "beats", "hdr",
+                 "pfx")
 
     def __init__(self):
         self.mode = _SOP      # expecting a start of packet (after reset or a last)
         self.k = 0            # index of the next beat within the current packet
         self.n_beats = 0      # E
         self.payload_bytes = 0  # B
-        self.dst = None
+        self.copies = ()      # (egress, header) of every copy of the packet being forwarded
+        self.mcast = False    # the packet being forwarded is multicast
         self.beats: list[Beat] = []
         self.hdr = 0
         self.pfx = 0
 
 
 class SwitchModel:
-    """Beat-level golden model of the switch core (docs/protocol.md sections 1-7).
+    """Beat-level golden model of the switch core (docs/protocol.md sections 1-8).
 
     Parameters
     ----------
@@ -496,10 +707,16 @@ class SwitchModel:
     expected : dict[(int, int), collections.deque[Packet]]
         For every (src_port, dst_port) pair, the packets egress ``dst_port`` must deliver from
         ingress ``src_port``, in delivery order. UR completions for requests from port p are in
-        ``expected[(p, p)]``, in order with p's other traffic to itself.
+        ``expected[(p, p)]``, in order with p's other traffic to itself. A multicast packet
+        appends one copy to ``expected[(src, p)]`` for every p of its destination set.
     counters : dict[int, dict[str, int]]
-        Per port, the counters of :data:`COUNTER_NAMES`. ``tx_*`` are predicted from the
-        packets appended to ``expected``.
+        Per port, the counters of :data:`COUNTER_NAMES`. ``tx_*`` (``tx_mcast`` included) are
+        predicted from the packets appended to ``expected``; ``rx_mcast`` counts a multicast
+        packet once, when its first beat passes every check.
+    monitor_counters : list[dict[str, int]]
+        Per ``hc_monitor[k]``, ``{"packets": ..., "copies": ...}``: multicast packets of the
+        watched group forwarded, and their copies (|D| each), counted when the packet's first
+        beat passes every check.
     errors : list[ErrorRecord]
         Every error (all reasons but MSG_LOCAL) in the order the model saw them, as
         ``(port, DropReason, hdr, pfx)``; the header/prefix are those of the offending packet's
@@ -521,6 +738,8 @@ class SwitchModel:
             (s, d): collections.deque() for s in range(n) for d in range(n)}
         self.counters: dict[int, dict[str, int]] = {
             p: dict.fromkeys(COUNTER_NAMES, 0) for p in range(n)}
+        self.monitor_counters: list[dict[str, int]] = [
+            {"packets": 0, "copies": 0} for _ in range(N_HC_MONITORS)]
         self.errors: list[ErrorRecord] = []
         self._err_status_from = 0
 
@@ -574,9 +793,11 @@ class SwitchModel:
         """Process one beat accepted at ingress ``port``.
 
         Must be called for every accepted beat, in order per port. Applies the first-beat
-        checks of section 4 to the beat after a ``last`` (or reset), the later-beat checks of
-        section 5 to the following beats, and discards the remaining beats of a dropped or
-        cut-short packet through the source's ``last``. ``beat.err`` is ignored.
+        checks of section 4 (with the multicast routing of section 8.3) to the beat after a
+        ``last`` (or reset), the later-beat checks of section 5 to the following beats, and
+        discards the remaining beats of a dropped or cut-short packet through the source's
+        ``last``. A multicast packet is appended (or cut short) once per destination.
+        ``beat.err`` is ignored.
         """
         cfg = self.config
         if not 0 <= port < cfg.n_ports:
@@ -612,30 +833,40 @@ class SwitchModel:
         # 3. prefix Fmt
         if beat.pfx and (beat.pfx >> 29) != Fmt.PREFIX:
             return self._drop(port, st, beat, DropReason.MALFORMED)
-        # 4. Fmt/Type table
+        # 4. Fmt/Type table, then a smartfabric descriptor the TLP cannot carry
         d = decode_header(beat.hdr)
         if d.route == "malformed":
             return self._drop(port, st, beat, DropReason.MALFORMED)
         if d.route == "unsupported":
             return self._drop(port, st, beat, DropReason.UNSUPPORTED, ur=d.kind == "np")
+        desc = sf_descriptor(beat.pfx)
+        if desc is not None and (desc.kind == SfKind.INC or (desc.hypercast and not _is_mwr(d))):
+            return self._drop(port, st, beat, DropReason.UNSUPPORTED, ur=d.kind == "np")
         # 5. length
         if d.has_data and d.payload_bytes > cfg.max_payload:
             return self._drop(port, st, beat, DropReason.LENGTH)
-        # 6. routing
+        # 6. routing: multicast (section 8.3), else unicast
         if d.route == "local":
             self.counters[port]["msg_local"] += 1
             st.mode = _SOP if beat.last else _DISCARD
             return None
-        if d.route == "addr":
-            dst = cfg.route_address(d.address)
-        elif d.route == "id":
-            dst = cfg.route_bus(d.bus)
-        else:  # root
-            dst = cfg.route_root()
-        if dst is None:
-            return self._drop(port, st, beat, DropReason.NO_ROUTE, ur=d.kind == "np")
-        if not cfg.port_enabled(dst):
-            return self._drop(port, st, beat, DropReason.PORT_DISABLED, ur=d.kind == "np")
+        mc = self._multicast_route(port, beat.hdr, d, desc)
+        if mc is not None:
+            if mc.reason != DropReason.NONE:
+                return self._drop(port, st, beat, mc.reason)   # MWr: posted, never a UR
+            copies = mc.copies
+        else:
+            if d.route == "addr":
+                dst = cfg.route_address(d.address)
+            elif d.route == "id":
+                dst = cfg.route_bus(d.bus)
+            else:  # root
+                dst = cfg.route_root()
+            if dst is None:
+                return self._drop(port, st, beat, DropReason.NO_ROUTE, ur=d.kind == "np")
+            if not cfg.port_enabled(dst):
+                return self._drop(port, st, beat, DropReason.PORT_DISABLED, ur=d.kind == "np")
+            copies = ((dst, beat.hdr),)
         # 7. framing of the first beat
         e = payload_beats(d.payload_bytes, cfg.data_width)
         if beat.keep != keep_for_beat(d.payload_bytes, cfg.data_width, 0):
@@ -645,8 +876,11 @@ class SwitchModel:
         if not beat.last and e == 1:
             return self._drop(port, st, beat, DropReason.OVERLONG)
         # forward
-        st.dst, st.n_beats, st.payload_bytes = dst, e, d.payload_bytes
+        st.copies, st.mcast = copies, mc is not None
+        st.n_beats, st.payload_bytes = e, d.payload_bytes
         st.beats = [Beat(beat.data, beat.keep, True, bool(beat.last), beat.hdr, beat.pfx, False)]
+        if mc is not None:
+            self._count_multicast(port, mc)
         if beat.last:
             self._deliver(port, st)
         else:
@@ -679,11 +913,16 @@ class SwitchModel:
         st.mode = _SOP if beat.last else _DISCARD
 
     def _deliver(self, port: int, st: _IngressState) -> None:
-        self._append(port, st.dst, Packet(tuple(st.beats)))
+        """Append the finished (or cut-short) packet: one copy per destination, each with its
+        own header on the first beat and the same beats otherwise."""
+        first, rest = st.beats[0], tuple(st.beats[1:])
+        for dst, hdr in st.copies:
+            beats = (dataclasses.replace(first, hdr=hdr),) + rest
+            self._append(port, dst, Packet(beats), mcast=st.mcast)
         st.beats = []
         st.mode = _SOP
 
-    def _append(self, src: int, dst: int, pkt: Packet) -> None:
+    def _append(self, src: int, dst: int, pkt: Packet, mcast: bool = False) -> None:
         self.expected[(src, dst)].append(pkt)
         c = self.counters[dst]
         c["tx_packets"] += 1
@@ -691,6 +930,109 @@ class SwitchModel:
         c["tx_bytes"] += sum(_popcount(b.keep) for b in pkt.beats)
         if pkt.beats[-1].err:
             c["tx_err"] += 1
+        if mcast:
+            c["tx_mcast"] += 1
+
+    def _count_multicast(self, port: int, mc: McRoute) -> None:
+        """``rx_mcast`` and the group monitors, for a multicast packet being forwarded."""
+        self.counters[port]["rx_mcast"] += 1
+        if mc.group is None:
+            return
+        for k, (enable, source, gid) in enumerate(self.config.hc_monitors):
+            if enable and (source, gid) == mc.group:
+                self.monitor_counters[k]["packets"] += 1
+                self.monitor_counters[k]["copies"] += len(mc.copies)
+
+    # -- multicast routing (section 8) ---------------------------------------------------------
+
+    def multicast_route(self, port: int, hdr: int, pfx: int) -> McRoute | None:
+        """Route a packet from ingress ``port`` as multicast (section 8), or return None when it
+        is not multicast.
+
+        A packet is multicast when it is an MWr and either carries a Hypercast descriptor
+        (``HC_SET``/``HC_GROUP``, section 8.1) or carries none (no prefix, another prefix or
+        kind ``NONE``) and its address is inside the enabled PCIe multicast window (8.2).
+        Applies the checks of section 8.3 in order and builds the copies of section 8.4.
+
+        Only meaningful for a packet that has passed checks 1 to 5 of section 4 (the caller's
+        job); reads the configuration as it is now.
+        """
+        return self._multicast_route(port, hdr, decode_header(hdr), sf_descriptor(pfx))
+
+    def _multicast_route(self, port: int, hdr: int, d: Decoded,
+                         desc: SfDescriptor | None) -> McRoute | None:
+        if not _is_mwr(d):
+            return None
+        if desc is not None and desc.hypercast:
+            return self._hypercast_route(port, hdr, d, desc)
+        group = self.config.mc_group(d.address)
+        if group is None:
+            return None
+        return self._mc_window_route(port, hdr, d, group)
+
+    def _hypercast_route(self, port: int, hdr: int, d: Decoded, desc: SfDescriptor) -> McRoute:
+        """Section 8.3 for the prefix forms (``HC_SET``, ``HC_GROUP``): copies rebased from the
+        source window onto every receiver window."""
+        cfg = self.config
+        # 1. / 2. the descriptor's own field
+        if desc.kind == SfKind.HC_GROUP:
+            if desc.group >= cfg.n_groups:
+                return McRoute(DropReason.HC_BAD_GROUP)
+            members, group = cfg.group_mask(desc.group), (MonitorSource.GROUP_TABLE, desc.group)
+        else:
+            if desc.mask & ~cfg.port_mask:
+                return McRoute(DropReason.HC_BAD_SET)
+            members, group = desc.mask, None
+        # 3. the source window
+        source = cfg.match_window(d.address)
+        if source is None:
+            return McRoute(DropReason.NO_ROUTE)
+        # 4. D
+        dests = self._destinations(port, members, desc.xs)
+        if not dests:
+            return McRoute(DropReason.HC_EMPTY)
+        # 5. a receiver window for every destination
+        receivers = [cfg.receiver_window(p) for p in dests]
+        if None in receivers:
+            return McRoute(DropReason.NO_ROUTE)
+        # 6. spill: the write must fit the source window and every receiver window
+        offset = d.address - source.base
+        end = offset + _write_bytes(d) - 1
+        if any(end > w.limit - w.base for w in [source, *receivers]):
+            return McRoute(DropReason.MC_SPILL)
+        return self._multicast_copies(hdr, dests, [w.base + offset for w in receivers], group)
+
+    def _mc_window_route(self, port: int, hdr: int, d: Decoded, group: int) -> McRoute:
+        """Section 8.3 for a write into PCIe multicast window group ``group``."""
+        cfg = self.config
+        # 4. D
+        dests = self._destinations(port, cfg.mc_receivers(group), cfg.mc_exclude_source)
+        if not dests:
+            return McRoute(DropReason.HC_EMPTY)
+        # 6. spill: the last byte must be in the same group's window
+        last = d.address + _write_bytes(d) - 1
+        if (last - cfg.mc_base) >> cfg.mc_window_shift != group:
+            return McRoute(DropReason.MC_SPILL)
+        addresses = [cfg.mc_overlay_address(p, d.address) for p in dests]
+        return self._multicast_copies(hdr, dests, addresses, (MonitorSource.MC_WINDOW, group))
+
+    @staticmethod
+    def _destinations(port: int, members: int, exclude_source: bool) -> tuple[int, ...]:
+        """D of section 8.3 check 4: the ports of ``members``, without the ingress port when
+        ``exclude_source``."""
+        if exclude_source:
+            members &= ~(1 << port)
+        return _ports_of(members)
+
+    def _multicast_copies(self, hdr: int, dests: tuple[int, ...], addresses: list,
+                          group: tuple | None) -> McRoute:
+        """Section 8.3 check 7 (every destination enabled), then the copies of section 8.4:
+        the copy to ``dests[i]`` is addressed ``addresses[i]`` (None: header unchanged)."""
+        if not all(self.config.port_enabled(p) for p in dests):
+            return McRoute(DropReason.PORT_DISABLED)
+        copies = tuple((p, hdr if a is None else rewrite_address(hdr, a))
+                       for p, a in zip(dests, addresses))
+        return McRoute(DropReason.NONE, copies, group)
 
     def _record_error(self, port: int, reason: DropReason, hdr: int, pfx: int) -> None:
         self.counters[port][REASON_COUNTER[reason]] += 1

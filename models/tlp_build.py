@@ -34,7 +34,7 @@ __all__ = [
     "header_ndw", "has_data", "length_dw", "payload_bytes_of",
     "mem_hdr", "mrd_hdr", "mwr_hdr", "cpl_hdr", "cpld_hdr",
     "msg_hdr", "msg_to_root_hdr", "msg_gather_hdr", "msg_by_addr_hdr", "msg_by_id_hdr",
-    "msg_broadcast_hdr", "msg_local_hdr", "raw_hdr", "prefix_dw",
+    "msg_broadcast_hdr", "msg_local_hdr", "raw_hdr", "prefix_dw", "rewrite_address",
     "packet_beats", "tlp_to_bytes", "tlp_from_bytes", "split_beats_payload",
 ]
 
@@ -318,6 +318,41 @@ def prefix_dw(type_: int = 0b01110, body: int = 0, fmt: int = Fmt.PREFIX) -> int
     return ((fmt & 7) << 29) | ((type_ & 0x1F) << 24) | (body & 0xFF_FFFF)
 
 
+def rewrite_address(hdr: int, new_address: int) -> int:
+    """Write a new address into a memory request header (docs/protocol.md section 8.4).
+
+    The result has a 3-DW header when ``new_address < 2**32`` (DW2 = ``new_address[31:2]``,
+    ``hdr[127:96] = 0``), else a 4-DW header (DW2 = ``new_address[63:32]``, DW3 =
+    ``new_address[31:2]``). The low two bits of the new address DW are those of the original
+    header's address DW (DW2 of a 3-DW header, DW3 of a 4-DW one); ``new_address``'s own low
+    two bits are ignored. Fmt bit 0 (header size) follows the new size and Fmt bit 1 (data) is
+    kept, so an MWr becomes Fmt 010 or 011 as section 8.4 says. Every other bit of DW0, and
+    DW1, is copied.
+
+    Parameters
+    ----------
+    hdr : int
+        128-bit sideband header of the original (3- or 4-DW) request.
+    new_address : int
+        The 64-bit address A'.
+
+    Returns
+    -------
+    int
+        The rewritten 128-bit sideband header.
+    """
+    if not 0 <= new_address < 1 << 64:
+        raise ValueError(f"address {new_address:#x} out of 64-bit range")
+    d0 = hdr_dw(hdr, 0)
+    fmt = field_get(d0, DW0, "fmt")
+    low_bits = hdr_dw(hdr, 3 if fmt & 1 else 2) & 3
+    four = new_address >= 1 << 32
+    d0 = field_put(d0, DW0, "fmt", (fmt & 0b10) | (Fmt.DW4 if four else Fmt.DW3))
+    a = _addr_dws(new_address, four)
+    a[-1] |= low_bits
+    return hdr_pack([d0, hdr_dw(hdr, 1)] + a)
+
+
 # --------------------------------------------------------------------------------------------
 # framing
 # --------------------------------------------------------------------------------------------
@@ -347,7 +382,7 @@ def packet_beats(hdr: int, pfx: int, payload: bytes, data_width: int, td: bool |
         ``E = max(1, ceil(B/L))`` beats; full ``keep`` on all but the last, the low
         ``B - (E-1)L`` bits on the last, ``keep == 0`` and ``data == 0`` when ``B == 0``.
     """
-    from .switch_model import Beat  # local import: switch_model does not depend on this module
+    from .switch_model import Beat  # local import: switch_model imports this module
 
     if td is None:
         td = bool(field_get(hdr & _MASK32, DW0, "td"))
