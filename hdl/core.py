@@ -60,10 +60,12 @@ class SwitchCore(wiring.Component):
         One read port of the Hypercast group table per ingress.
 
     Multicast (``docs/protocol.md`` section 8): an ingress writes a beat into the VOQs of all
-    its destinations in the same cycle (it waits until every one of them has room), so the
-    payload crosses the ingress once and each destination drains its own copy; an egress
-    that stops draining holds its copies back by at most the VOQ depth before the source
-    ingress waits. Each copy's address is written into its header as it enters its VOQ: the
+    its destinations in the same cycle, so the payload crosses the ingress once and each
+    destination drains its own copy. A multicast packet's first beat waits until every
+    destination VOQ has room for the whole packet (multicast packets longer than the VOQ are
+    dropped at the ingress, LENGTH), so its later beats never wait and no egress is ever held
+    by a half-written copy: no deadlock between multicast packets. An egress that stops
+    draining holds its copies back by at most the VOQ depth before the source ingress waits. Each copy's address is written into its header as it enters its VOQ: the
     receiver window (rebasing) or the overlay (multicast windows) of that egress.
     """
 
@@ -140,9 +142,14 @@ class SwitchCore(wiring.Component):
                                          wr.beat.hdr)),
                     q.w_data.eq(copy),
                     q.w_en.eq(port.o.valid & port.o.ready & wr.dests[o]),
-                    w_rdy[o].eq(q.w_rdy),
+                    w_rdy[o].eq(Mux(wr.beat.first & wr.mcast,
+                                    p.voq_depth - q.level >= wr.beats, q.w_rdy)),
                 ]
-            # A beat is written into every destination's VOQ in the same cycle.
+            # A beat is written into every destination's VOQ in the same cycle. A multicast
+            # packet starts only when each destination VOQ has room for all of it, so it is
+            # never held up halfway: an egress granted to it always finishes it. (Otherwise
+            # two multicast packets, each half-written and holding an egress the other one
+            # needs, could wait for each other forever.)
             m.d.comb += port.o.ready.eq((wr.dests & ~w_rdy) == 0)
 
         # ---- egress buffers: two entries, so "can take a beat" is a register ----

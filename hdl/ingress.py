@@ -63,6 +63,7 @@ def VoqWrite(params):
         "mcast": 1,                    # the packet is a multicast packet (counted per copy)
         "rewrite": Rewrite,
         "address": 64,
+        "beats": range(params.max_beats + 1),   # (first beats) the packet's length in beats
     })
 
 
@@ -392,7 +393,7 @@ class IngressPort(wiring.Component):
             m.d.comb += verdict(Action.DROP, R.MALFORMED)
         with m.Elif(unsupported | sf_unsupported):
             m.d.comb += verdict(np_action, R.UNSUPPORTED)
-        with m.Elif(too_long):
+        with m.Elif(too_long | ((is_hc | mc_case) & (n_beats > p.voq_depth))):
             m.d.comb += verdict(Action.DROP, R.LENGTH)
         with m.Elif(route_reason != R.NONE):
             m.d.comb += verdict(route_action, route_reason)
@@ -471,7 +472,8 @@ class IngressPort(wiring.Component):
                                      out.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
                                                         Mux(mc_case, Rewrite.OVERLAY,
                                                             Rewrite.NONE))),
-                                     out.address.eq(Mux(is_hc, rebase_offset, address))]
+                                     out.address.eq(Mux(is_hc, rebase_offset, address)),
+                                     out.beats.eq(n_beats)]
                         with m.If(is_hc | mc_case):
                             m.d.comb += [ev.mcast.eq(1), ev.copies.eq(_popcount(dests)),
                                          ev.group_source.eq(Mux(hc_group, 1,

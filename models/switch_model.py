@@ -482,6 +482,9 @@ class SwitchConfig:
         ``switch_id.completer_id`` used in generated UR completions.
     n_groups : int
         Entries of the Hypercast group table (build parameter ``N_GROUPS``).
+    voq_depth : int or None
+        Beats per virtual output queue (build parameter): a multicast write of more beats is
+        dropped as LENGTH (section 4, check 5). None: no such limit.
     hc_groups : dict of int to int
         Group table: group id -> ``hc_group[g].mask`` (an absent id reads 0). Bits at or above
         N are not stored: the model reads ``mask & ((1 << N) - 1)``.
@@ -513,6 +516,7 @@ class SwitchConfig:
     port_enable: int | None = None
     completer_id: int = 0
     n_groups: int = 1024
+    voq_depth: int | None = None
     hc_groups: dict = field(default_factory=dict)
     mc_enable: bool = False
     mc_base: int = 0
@@ -842,8 +846,11 @@ class SwitchModel:
         desc = sf_descriptor(beat.pfx)
         if desc is not None and (desc.kind == SfKind.INC or (desc.hypercast and not _is_mwr(d))):
             return self._drop(port, st, beat, DropReason.UNSUPPORTED, ur=d.kind == "np")
-        # 5. length
+        # 5. length; a multicast write must also fit a virtual output queue
         if d.has_data and d.payload_bytes > cfg.max_payload:
+            return self._drop(port, st, beat, DropReason.LENGTH)
+        if (cfg.voq_depth is not None and self._is_multicast(d, desc)
+                and payload_beats(d.payload_bytes, cfg.data_width) > cfg.voq_depth):
             return self._drop(port, st, beat, DropReason.LENGTH)
         # 6. routing: multicast (section 8.3), else unicast
         if d.route == "local":
@@ -958,6 +965,12 @@ class SwitchModel:
         job); reads the configuration as it is now.
         """
         return self._multicast_route(port, hdr, decode_header(hdr), sf_descriptor(pfx))
+
+    def _is_multicast(self, d: Decoded, desc: SfDescriptor | None) -> bool:
+        """Whether the packet is a multicast write (section 8.1/8.2), good or bad."""
+        if not _is_mwr(d):
+            return False
+        return (desc is not None and desc.hypercast) or self.config.mc_group(d.address) is not None
 
     def _multicast_route(self, port: int, hdr: int, d: Decoded,
                          desc: SfDescriptor | None) -> McRoute | None:

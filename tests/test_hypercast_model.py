@@ -1136,3 +1136,21 @@ def test_random_multicast_conservation():
             if not heads[(s, d)]:
                 del heads[(s, d)]
         assert m.pending() == 0
+
+
+@pytest.mark.parametrize("form", ["set", "group", "window"])
+def test_multicast_longer_than_voq_is_length(form):
+    """Section 4 check 5: a multicast write of more beats than the VOQ depth -> LENGTH (whole
+    drop, before routing); exactly the VOQ depth is delivered; unicast is not limited."""
+    depth = 4                                   # 4 beats of 8 bytes: 32 bytes of payload
+    m = hc_model(voq_depth=depth, mc_enable=True, mc_base=0x4000_0000,
+                 mc_receive=[1] * N, hc_groups={3: 0b0110})
+    pfx, addr = {"set": (hc_set(1, 2), WB(0)), "group": (hc_group(3), WB(0)),
+                 "window": (0, 0x4000_0000)}[form]
+    send(m, 0, mwr_hdr(addr, 9), payload(36), pfx=pfx)         # 5 beats
+    assert reasons(m) == [DropReason.LENGTH] and not flows(m)
+    send(m, 0, mwr_hdr(addr, 8), payload(32), pfx=pfx)         # 4 beats
+    assert reasons(m) == [DropReason.LENGTH] and flows(m)
+    assert m.counters[0]["drop_length"] == 1 and m.counters[0]["rx_mcast"] == 1
+    send(m, 0, mwr_hdr(WB(1), 64), payload(256))               # unicast, 32 beats
+    assert m.counters[1]["tx_packets"] >= 1 and reasons(m) == [DropReason.LENGTH]

@@ -119,7 +119,8 @@ class SwitchEnv:
                                                      (0, 0, 0, False)),
                                    id_routes=self._pad(self.plan.id_routes(), params.n_id_routes,
                                                        (0, 0, 0, False)),
-                                   root_port=0, completer_id=0x0000, n_groups=params.n_groups)
+                                   root_port=0, completer_id=0x0000, n_groups=params.n_groups,
+                                   voq_depth=params.voq_depth)
         self.model = SwitchModel(self.config)
         self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups)
         self.ports = None

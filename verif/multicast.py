@@ -17,6 +17,9 @@ class Multicast:
         self.n = env.params.n_ports
         self.rng = env.rng
         self.seq = 0
+        lanes = env.params.data_width // 8
+        #: Longest multicast write that fits a VOQ (longer ones are dropped, LENGTH).
+        self.max_bytes = min(env.params.max_payload, env.params.voq_depth * lanes)
 
     def mask_of(self, ports):
         return sum(1 << p for p in ports)

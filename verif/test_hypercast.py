@@ -67,7 +67,7 @@ async def hypercast_random(dut):
     env.ports.set_ready([rng.choice([1.0, 0.8, 0.5]) for _ in range(n)])
     for src in range(n):
         for _ in range(per_port):
-            nbytes = 4 * rng.randint(2, mps // 4)
+            nbytes = 4 * rng.randint(2, (mc.max_bytes if rng.random() < 0.95 else mps) // 4)
             spill = rng.random() < 0.05
             r = rng.random()
             if r < 0.3:
@@ -103,11 +103,12 @@ async def hypercast_collectives(dut):
     (64 experts over the ports, top-8 with random gates, 1 KiB tokens)."""
     params = params_from_env()
     env = SwitchEnv(dut, params, seed_from_env())
-    rng, n, mps = env.rng, params.n_ports, params.max_payload
+    rng, n = env.rng, params.n_ports
     everyone = (1 << n) - 1
     env.config.hc_groups = {0: everyone}
     await env.start()
     mc = Multicast(env)
+    mps = mc.max_bytes                 # multicast writes that fit a VOQ
     # Fan-out 1 to N from one source (destination sets where they fit, else groups).
     src = rng.randrange(n)
     for d in range(1, n + 1):
@@ -263,9 +264,9 @@ def _bad_multicast(env, mc, src):
         ("unprogrammed group: empty set", DropReason.HC_EMPTY, mc.to_group(src, 1, 8)),
         ("only the excluded source", DropReason.HC_EMPTY, mc.to_set(src, [src], 8, xs=True)),
         ("destination set spills out of the window", DropReason.MC_SPILL,
-         mc.to_set(src, others[:2], 64, spill=True)),
+         mc.to_set(src, others[:2], min(64, mc.max_bytes), spill=True)),
         ("multicast-window write spills out of its group", DropReason.MC_SPILL,
-         mc.to_mc_window(src, 0, 64, spill=True)),
+         mc.to_mc_window(src, 0, min(64, mc.max_bytes), spill=True)),
         ("multicast window: group nobody receives", DropReason.HC_EMPTY,
          mc.to_mc_window(src, 1, 8)),
         ("Hypercast prefix on a read: UR", DropReason.UNSUPPORTED,
@@ -276,6 +277,9 @@ def _bad_multicast(env, mc, src):
         ("set naming a disabled port", DropReason.PORT_DISABLED,
          mc.to_set(src, [others[-1]], 8)),
     ]
+    if mc.max_bytes < params.max_payload:
+        cases.append(("multicast write longer than a VOQ", DropReason.LENGTH,
+                      mc.to_set(src, others[:2], mc.max_bytes + 4)))
     if n < HC_SET_PORTS:
         cases.append(("destination bit above the port count", DropReason.HC_BAD_SET,
                       mc.write(src, mc.window_address(src, 8), 8,
