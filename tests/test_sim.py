@@ -55,8 +55,13 @@ def test_switch(sim, params, module, test, packets):
     reason = simulator_missing(sim)
     if reason:
         pytest.skip(reason)
+    extra = {}
     if sim == "icarus":
         packets = max(1, packets * 8 // params.n_ports)   # Icarus is ~10x slower
+        if module == HYPERCAST:
+            extra["SMARTFABRIC_SCALE"] = "0.5"
     if LONG:
         packets *= 20
-    run_test(params, sim, test, module=module, extra_env={"SMARTFABRIC_PACKETS": str(packets)})
+        extra.pop("SMARTFABRIC_SCALE", None)
+    run_test(params, sim, test, module=module,
+             extra_env={"SMARTFABRIC_PACKETS": str(packets), **extra})

@@ -60,6 +60,19 @@ async def hypercast_random(dut):
     rng, n = env.rng, params.n_ports
     used = _random_multicast_config(env, rng)
     await env.start()
+    # The multicast configuration reads back as written (group entries: only the N port bits).
+    cfg = env.config
+    for g, mask in cfg.hc_groups.items():
+        assert await env.regs.read(f"hc_group[{g}]") == mask, f"hc_group[{g}]"
+    for p in range(n):
+        assert await env.regs.read(f"mc_receive[{p}]") == cfg.mc_receive[p]
+        base, size = cfg.mc_overlay[p]
+        assert await env.regs.read(f"mc_overlay[{p}].base_lo") == base & 0xFFFFFFFF
+        assert await env.regs.read(f"mc_overlay[{p}].base_hi") == base >> 32
+        assert await env.regs.read_fields(f"mc_overlay[{p}].ctrl") == {"size": size}
+    assert await env.regs.read_fields("mc_ctrl") == {
+        "enable": 1, "index_pos": cfg.mc_index_pos, "num_group": cfg.mc_num_group,
+        "exclude_source": int(cfg.mc_exclude_source)}
     mc = Multicast(env)
     mps = params.max_payload
     per_port = _n(int(os.environ.get("SMARTFABRIC_PACKETS", "24")))
