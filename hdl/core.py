@@ -65,8 +65,9 @@ class SwitchCore(wiring.Component):
     destination VOQ has room for the whole packet (multicast packets longer than the VOQ are
     dropped at the ingress, LENGTH), so its later beats never wait and no egress is ever held
     by a half-written copy: no deadlock between multicast packets. An egress that stops
-    draining holds its copies back by at most the VOQ depth before the source ingress waits. Each copy's address is written into its header as it enters its VOQ: the
-    receiver window (rebasing) or the overlay (multicast windows) of that egress.
+    draining holds its copies back by at most the VOQ depth before the source ingress waits.
+    Each copy's address is written into its header as it enters its VOQ: the receiver window
+    (rebasing) or the overlay (multicast windows) of that egress.
     """
 
     def __init__(self, params: SwitchParams):

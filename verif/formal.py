@@ -13,12 +13,13 @@ The properties (issue 6, item 5):
   mode; a match is always a request; an egress with requests matches someone (non-exclusive
   mode, the switch's); a requester that keeps requesting an egress waits for at most N - 1
   matches of that egress to others (starvation freedom, as a bounded-wait invariant);
-* switch core, at every egress, for any ingress traffic that keeps the stream rules (and any
-  group table contents, one fixed routing configuration): ``valid`` is never withdrawn without a transfer and
-  the beat is stable while it waits; packets never interleave: every transferred beat has
-  ``first`` set exactly when it follows a ``last`` (or reset), so a second packet can only
-  start after the first one's last beat; at every ingress ``ready`` never depends on anything
-  but registers (checked structurally elsewhere, by ``tests/test_switch_block.py``).
+* switch core, at every egress, for any ingress traffic that keeps the stream rules, any
+  egress ``ready`` and any group table contents, under one fixed routing configuration:
+  ``valid`` is never withdrawn without a transfer and the beat is stable while it waits;
+  packets never interleave: every transferred beat has ``first`` set exactly when it follows
+  a ``last`` (or reset), so a second packet can only start after the first one's last beat.
+  (That no ingress ``ready`` depends on an egress ``ready`` is checked by
+  ``tests/test_switch_block.py``.)
 """
 
 import re
@@ -35,7 +36,8 @@ from ..hdl.core import SwitchCore
 from ..hdl.params import SwitchParams
 from ..hdl.tlp import IngressBeat, EgressBeat
 
-__all__ = ["AllocatorHarness", "CoreStreamHarness", "Check", "CHECKS", "CORE_PARAMS", "run_check", "main"]
+__all__ = ["AllocatorHarness", "CoreStreamHarness", "Check", "CHECKS", "CORE_PARAMS",
+           "run_check", "main"]
 
 
 class AllocatorHarness(Elaboratable):
@@ -238,8 +240,10 @@ def main(argv=None):
     """``smartfabric formal [NAME ...]``: run the checks (all by default), print one line each;
     returns the exit status (1 if any check fails)."""
     import argparse
-    parser = argparse.ArgumentParser(prog="smartfabric formal", description=__doc__.split("\n")[0])
-    parser.add_argument("checks", nargs="*", help=f"checks to run: {', '.join(c.name for c in CHECKS)}")
+    parser = argparse.ArgumentParser(prog="smartfabric formal",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("checks", nargs="*",
+                        help=f"checks to run: {', '.join(c.name for c in CHECKS)}")
     parser.add_argument("--out", type=Path, default=Path("build/formal"))
     args = parser.parse_args(argv)
     by_name = {c.name: c for c in CHECKS}
