@@ -18,11 +18,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/smartfabric demo --out build/demo
 
-# Two passes: the simulator tests alone, so that xdist hands each worker whole
-# (simulator, configuration) groups from the start and the builds run side by side.
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) tests -m "not sim"
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup tests -m sim
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup tests
 
 verilog: $(STAMP)
 	$(VENV)/bin/smartfabric generate -o build/smartfabric_switch.v
