@@ -343,37 +343,31 @@ class IngressPort(wiring.Component):
         def route_fail(act, why):
             return [route_action.eq(act), route_reason.eq(why)]
         np_action = Mux(non_posted, Action.UR, Action.DROP)
-        with m.If(is_hc):
-            with m.If(bad_group):
-                m.d.comb += route_fail(Action.DROP, R.HC_BAD_GROUP)
-            with m.Elif(bad_set):
-                m.d.comb += route_fail(Action.DROP, R.HC_BAD_SET)
-            with m.Elif(~win_hit):
-                m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
-            with m.Elif(hc_dest == 0):
-                m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
-            with m.Elif(no_receiver):
-                m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
-            with m.Elif(hc_spill):
-                m.d.comb += route_fail(Action.DROP, R.MC_SPILL)
-            with m.Elif((hc_dest & ~self.port_enable) != 0):
-                m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
-        with m.Elif(mc_case):
-            with m.If(mc_dest == 0):
-                m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
-            with m.Elif(mc_spill):
-                m.d.comb += route_fail(Action.DROP, R.MC_SPILL)
-            with m.Elif((mc_dest & ~self.port_enable) != 0):
-                m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
-        with m.Elif(route_local):
-            m.d.comb += route_fail(Action.CONSUME, R.MSG_LOCAL)
-        with m.Elif(~routed):
-            m.d.comb += route_fail(np_action, R.NO_ROUTE)
-        with m.Elif(~dest_enabled):
-            m.d.comb += route_fail(np_action, R.PORT_DISABLED)
-
+        multicast = Signal()
+        m.d.comb += multicast.eq(is_hc | mc_case)
         dests = Signal(n)
         m.d.comb += dests.eq(Mux(is_hc, hc_dest, Mux(mc_case, mc_dest, (C(1, n) << dest)[:n])))
+        # docs/protocol.md section 8.3; the prefix forms have three checks of their own.
+        with m.If(is_hc & bad_group):
+            m.d.comb += route_fail(Action.DROP, R.HC_BAD_GROUP)
+        with m.Elif(is_hc & bad_set):
+            m.d.comb += route_fail(Action.DROP, R.HC_BAD_SET)
+        with m.Elif(is_hc & ~win_hit):
+            m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
+        with m.Elif(multicast & (dests == 0)):
+            m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
+        with m.Elif(is_hc & no_receiver):
+            m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
+        with m.Elif(multicast & Mux(is_hc, hc_spill, mc_spill)):
+            m.d.comb += route_fail(Action.DROP, R.MC_SPILL)
+        with m.Elif(multicast & ((dests & ~self.port_enable) != 0)):
+            m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
+        with m.Elif(~multicast & route_local):
+            m.d.comb += route_fail(Action.CONSUME, R.MSG_LOCAL)
+        with m.Elif(~multicast & ~routed):
+            m.d.comb += route_fail(np_action, R.NO_ROUTE)
+        with m.Elif(~multicast & ~dest_enabled):
+            m.d.comb += route_fail(np_action, R.PORT_DISABLED)
 
         # ---- first-beat verdict, in the documented order ----
         action = Signal(2)
@@ -393,7 +387,7 @@ class IngressPort(wiring.Component):
             m.d.comb += verdict(Action.DROP, R.MALFORMED)
         with m.Elif(unsupported | sf_unsupported):
             m.d.comb += verdict(np_action, R.UNSUPPORTED)
-        with m.Elif(too_long | ((is_hc | mc_case) & (n_beats > p.voq_depth))):
+        with m.Elif(too_long | (multicast & (n_beats > p.voq_depth))):
             m.d.comb += verdict(Action.DROP, R.LENGTH)
         with m.Elif(route_reason != R.NONE):
             m.d.comb += verdict(route_action, route_reason)
@@ -460,7 +454,7 @@ class IngressPort(wiring.Component):
                              ev.hdr.eq(beat.hdr), ev.pfx.eq(beat.pfx)]
                 m.d.sync += [pkt_hdr.eq(beat.hdr), pkt_pfx.eq(beat.pfx),
                              pkt_beats.eq(n_beats), pkt_last_keep.eq(last_keep),
-                             pkt_dests.eq(dests), pkt_mcast.eq(is_hc | mc_case),
+                             pkt_dests.eq(dests), pkt_mcast.eq(multicast),
                              beat_index.eq(1)]
                 m.d.sync += [in_packet.eq(~beat.last),
                              discarding.eq(action != Action.FORWARD)]
@@ -468,13 +462,13 @@ class IngressPort(wiring.Component):
                     with m.Case(Action.FORWARD):
                         m.d.sync += [self.o.valid.eq(1), out.dests.eq(dests),
                                      out.beat.eq(Cat(beat.as_value(), C(0, 1))),
-                                     out.mcast.eq(is_hc | mc_case),
+                                     out.mcast.eq(multicast),
                                      out.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
                                                         Mux(mc_case, Rewrite.OVERLAY,
                                                             Rewrite.NONE))),
                                      out.address.eq(Mux(is_hc, rebase_offset, address)),
                                      out.beats.eq(n_beats)]
-                        with m.If(is_hc | mc_case):
+                        with m.If(multicast):
                             m.d.comb += [ev.mcast.eq(1), ev.copies.eq(_popcount(dests)),
                                          ev.group_source.eq(Mux(hc_group, 1,
                                                                 Mux(mc_case, 2, 0))),
