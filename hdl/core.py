@@ -6,7 +6,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .params import SwitchParams
-from .tlp import IngressBeat, EgressBeat, with_address
+from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
 from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow,
                       routing_config_members, group_table_members)
 from .allocator import IslipAllocator
@@ -66,8 +66,8 @@ class SwitchCore(wiring.Component):
     dropped at the ingress, LENGTH), so its later beats never wait and no egress is ever held
     by a half-written copy: no deadlock between multicast packets. An egress that stops
     draining holds its copies back by at most the VOQ depth before the source ingress waits.
-    Each copy's address is written into its header as it enters its VOQ: the receiver window
-    (rebasing) or the overlay (multicast windows) of that egress.
+    Each copy's address is written into its header as it leaves its egress: the receiver window
+    (rebasing) or the overlay (multicast windows) of that egress, one adder per egress.
     """
 
     def __init__(self, params: SwitchParams):
@@ -89,7 +89,7 @@ class SwitchCore(wiring.Component):
         p = self.params
         n = p.n_ports
         beat_layout = EgressBeat(p.data_width)
-        queued_layout = data.StructLayout({"beat": beat_layout, "mcast": 1})
+        queued_layout = data.StructLayout({"beat": beat_layout, "mcast": 1, "rewrite": Rewrite})
         queued_width = queued_layout.size
 
         # ---- per-egress copy addressing, derived from the configuration (one cycle) ----
@@ -125,23 +125,14 @@ class SwitchCore(wiring.Component):
                          port.group_data.eq(self.group_data[i])]
             wr = port.o.payload
             w_rdy = Signal(n, name=f"voq_w_rdy{i}")
+            queued = Signal(queued_layout, name=f"voq_w_data{i}")
+            m.d.comb += [queued.beat.eq(wr.beat), queued.mcast.eq(wr.mcast),
+                         queued.rewrite.eq(wr.rewrite)]
             for o in range(n):
                 q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=queued_width,
                                                                          depth=p.voq_depth)
-                # The copy's address (docs/protocol.md section 8.4).
-                copy_address = Mux(wr.rewrite == Rewrite.REBASE,
-                                   receiver_windows[o].base + wr.address,
-                                   (overlay_base[o] & ~overlay_mask[o]) |
-                                   (wr.address & overlay_mask[o]))
-                readdress = wr.beat.first & ((wr.rewrite == Rewrite.REBASE) |
-                                             ((wr.rewrite == Rewrite.OVERLAY) & overlay_on[o]))
-                copy = Signal(queued_layout, name=f"voq_w_data{i}_{o}")
                 m.d.comb += [
-                    copy.beat.eq(wr.beat),
-                    copy.mcast.eq(wr.mcast),
-                    copy.beat.hdr.eq(Mux(readdress, with_address(wr.beat.hdr, copy_address[:64]),
-                                         wr.beat.hdr)),
-                    q.w_data.eq(copy),
+                    q.w_data.eq(queued),
                     q.w_en.eq(port.o.valid & port.o.ready & wr.dests[o]),
                     w_rdy[o].eq(Mux(wr.beat.first & wr.mcast,
                                     p.voq_depth - q.level >= wr.beats, q.w_rdy)),
@@ -160,10 +151,21 @@ class SwitchCore(wiring.Component):
             out_fifo.append(f)
             eg = self.egress[o]
             head_out = Signal(queued_layout, name=f"egress_head{o}")
+            # A multicast copy's address is written as it leaves (docs/protocol.md section
+            # 8.4): the receiver window (rebasing an offset) or the overlay of this egress.
+            hdr = head_out.beat.hdr
+            address = hdr_address(hdr)
+            copy_address = Mux(head_out.rewrite == Rewrite.REBASE,
+                               receiver_windows[o].base + address,
+                               (overlay_base[o] & ~overlay_mask[o]) | (address & overlay_mask[o]))
+            readdress = head_out.beat.first & (
+                (head_out.rewrite == Rewrite.REBASE) |
+                ((head_out.rewrite == Rewrite.OVERLAY) & overlay_on[o]))
             m.d.comb += [
                 head_out.eq(f.r_data),
                 eg.valid.eq(f.r_rdy),
                 eg.payload.eq(head_out.beat),
+                eg.payload.hdr.eq(Mux(readdress, with_address(hdr, copy_address[:64]), hdr)),
                 f.r_en.eq(eg.ready),
             ]
             ev = Signal(EgressEvents, name=f"egress_event{o}")

@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..models import formats as F
 from ..models.formats import DropReason as R
-from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field
+from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field, hdr_address, with_address
 from .params import SwitchParams
 
 __all__ = ["WindowEntry", "IdRouteEntry", "McWindow", "ReceiverWindow", "Rewrite",
@@ -50,8 +50,8 @@ class ReceiverWindow(data.Struct):
 class Rewrite(enum.Enum, shape=2):
     """How the core writes each copy's address (``docs/protocol.md`` section 8.4)."""
     NONE = 0       # the copy is the packet
-    REBASE = 1     # A' = receiver window base + ``VoqWrite.address`` (an offset)
-    OVERLAY = 2    # A' = the receiver's overlay applied to ``VoqWrite.address`` (when enabled)
+    REBASE = 1     # the header carries an offset; A' = receiver window base + offset
+    OVERLAY = 2    # A' = the receiver's overlay applied to the header's address (when enabled)
 
 
 def VoqWrite(params):
@@ -62,7 +62,6 @@ def VoqWrite(params):
         "dests": params.n_ports,       # one bit per egress
         "mcast": 1,                    # the packet is a multicast packet (counted per copy)
         "rewrite": Rewrite,
-        "address": 64,
         "beats": range(params.max_beats + 1),   # (first beats) the packet's length in beats
     })
 
@@ -113,13 +112,8 @@ def group_table_members(params):
 
 
 def _address(m, hdr):
-    """64-bit target address of a memory request or address-routed message header (3-DW
-    headers: upper half zero; the two low bits are reserved and read as zero)."""
-    dw0, dw2, dw3 = hdr_dw(hdr, 0), hdr_dw(hdr, 2), hdr_dw(hdr, 3)
-    is_4dw = hdr_field(dw0, F.DW0, "fmt")[0]
     address = Signal(64)
-    m.d.comb += address.eq(Mux(is_4dw, Cat(C(0, 2), dw3[2:], dw2),
-                               Cat(C(0, 2), dw2[2:], C(0, 32))))
+    m.d.comb += address.eq(hdr_address(hdr))
     return address
 
 
@@ -141,8 +135,8 @@ class IngressPort(wiring.Component):
     o : Out(stream.Signature(VoqWrite))
         Beats to write into the virtual output queue of every egress in ``dests`` at once (one
         bit for a unicast packet, the set D for a multicast one; ``docs/protocol.md`` section
-        8). On a multicast packet's first beat, ``rewrite`` and ``address`` say how the core
-        addresses each copy. Two register stages (address/ID/multicast-window comparisons and
+        8). On a multicast packet's first beat, ``rewrite`` says how the core addresses each
+        copy; for ``REBASE`` the header's address is already the offset into the source window. Two register stages (address/ID/multicast-window comparisons and
         the group table read, then the verdict): a beat accepted on ``i`` at edge *t* is valid
         on ``o`` after edge *t+1* at the earliest. Beats of a packet are never reordered; a
         dropped packet produces no beat, a packet answered with an Unsupported Request produces
@@ -466,7 +460,8 @@ class IngressPort(wiring.Component):
                                      out.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
                                                         Mux(mc_case, Rewrite.OVERLAY,
                                                             Rewrite.NONE))),
-                                     out.address.eq(Mux(is_hc, rebase_offset, address)),
+                                     out.beat.hdr.eq(Mux(is_hc,
+                                                         with_address(hdr, rebase_offset), hdr)),
                                      out.beats.eq(n_beats)]
                         with m.If(multicast):
                             m.d.comb += [ev.mcast.eq(1), ev.copies.eq(_popcount(dests)),

@@ -4,7 +4,7 @@ Nothing here redefines a bit position: layouts and field slices are built from t
 ``models/formats.py`` so RTL, model and benches read the same definition.
 """
 
-from amaranth.hdl import Value, Cat, Mux
+from amaranth.hdl import Value, Cat, Mux, C
 from amaranth.lib import data
 
 from ..models import formats as F
@@ -38,6 +38,14 @@ def hdr_field(dw, table, name):
     """Field ``name`` of a header DW, positions from a ``models.formats`` table."""
     lsb, width = table[name]
     return Value.cast(dw)[lsb:lsb + width]
+
+
+def hdr_address(hdr):
+    """64-bit target address of a memory request or address-routed message header (3-DW
+    headers: upper half zero; the two low bits are reserved and read as zero)."""
+    dw0, dw2, dw3 = hdr_dw(hdr, 0), hdr_dw(hdr, 2), hdr_dw(hdr, 3)
+    is_4dw = hdr_field(dw0, F.DW0, "fmt")[0]
+    return Mux(is_4dw, Cat(C(0, 2), dw3[2:], dw2), Cat(C(0, 2), dw2[2:], C(0, 32)))
 
 
 def with_address(hdr, address):
