@@ -32,7 +32,7 @@ def _mask_above(grant, n):
 
 
 class IslipAllocator(wiring.Component):
-    """Single-iteration iSLIP allocator for an N x N crossbar (McKeown, 1999).
+    """Single-iteration iSLIP allocator for an ``n_in`` x N crossbar (McKeown, 1999).
 
     Each free egress grants one requesting ingress by round robin; each ingress accepts one of
     the grants it received by round robin. Round-robin pointers move one past the partner only
@@ -47,41 +47,52 @@ class IslipAllocator(wiring.Component):
     egresses at once, and dropping the artificial one-read-per-ingress limit removes the
     matching inefficiency of input queueing (the egress pointers then move on every grant).
 
+    Parameters
+    ----------
+    n : int
+        Egresses N (and ingresses, unless ``n_in`` is given).
+    n_in : int
+        Ingresses (requesters); the switch has one more than it has egresses, its reduction
+        engine's result source.
+
     Members
     -------
-    requests : In(ArrayLayout(N, N))
+    requests : In(ArrayLayout(N, n_in))
         ``requests[i]`` has bit ``o`` set when ingress ``i`` has a packet for egress ``o`` and
         both are free. Callers clear rows/columns of busy ports.
-    matches : Out(ArrayLayout(N, N))
+    matches : Out(ArrayLayout(N, n_in))
         ``matches[i]`` has the egresses matched to ingress ``i`` this cycle: one-hot or zero
         when ``exclusive_ingress``, any subset otherwise. Combinational from ``requests`` (zero
         latency); at most one match per egress, always.
     """
 
-    def __init__(self, n, *, exclusive_ingress=True):
+    def __init__(self, n, *, n_in=None, exclusive_ingress=True):
         self.n = n
+        self.n_in = n if n_in is None else n_in
         self.exclusive_ingress = exclusive_ingress
         super().__init__({
-            "requests": In(data.ArrayLayout(n, n)),
-            "matches": Out(data.ArrayLayout(n, n)),
+            "requests": In(data.ArrayLayout(n, self.n_in)),
+            "matches": Out(data.ArrayLayout(n, self.n_in)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        n = self.n
-        grant_masks = [Signal(n, init=(1 << n) - 1, name=f"grant_mask{o}") for o in range(n)]
-        accept_masks = [Signal(n, init=(1 << n) - 1, name=f"accept_mask{i}") for i in range(n)]
+        n, n_in = self.n, self.n_in
+        grant_masks = [Signal(n_in, init=(1 << n_in) - 1, name=f"grant_mask{o}")
+                       for o in range(n)]
+        accept_masks = [Signal(n, init=(1 << n) - 1, name=f"accept_mask{i}")
+                        for i in range(n_in)]
 
         # Grant phase: egress o picks among the ingresses that request it.
         grants_to = []   # grants_to[o]: one-hot over ingresses
         for o in range(n):
-            column = Signal(n, name=f"column{o}")
-            m.d.comb += column.eq(Cat(self.requests[i][o] for i in range(n)))
+            column = Signal(n_in, name=f"column{o}")
+            m.d.comb += column.eq(Cat(self.requests[i][o] for i in range(n_in)))
             grant, _ = round_robin_pick(m, column, grant_masks[o])
             grants_to.append(grant)
 
         # Accept phase: ingress i picks among the egresses that granted it.
-        for i in range(n):
+        for i in range(n_in):
             offers = Signal(n, name=f"offers{i}")
             m.d.comb += offers.eq(Cat(grants_to[o][i] for o in range(n)))
             if not self.exclusive_ingress:
@@ -93,9 +104,9 @@ class IslipAllocator(wiring.Component):
                 m.d.sync += accept_masks[i].eq(_mask_above(accept, n))
 
         for o in range(n):
-            accepted = Signal(n, name=f"accepted{o}")
-            m.d.comb += accepted.eq(Cat(self.matches[i][o] for i in range(n)))
+            accepted = Signal(n_in, name=f"accepted{o}")
+            m.d.comb += accepted.eq(Cat(self.matches[i][o] for i in range(n_in)))
             with m.If(accepted.any()):
-                m.d.sync += grant_masks[o].eq(_mask_above(accepted, n))
+                m.d.sync += grant_masks[o].eq(_mask_above(accepted, n_in))
         return m
 

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from cocotb_tools.runner import Verilator, get_runner
+
 from .simenv import setup_environment, simulator_missing
 from ..hdl.params import SwitchParams
 from ..synth.verilog import write_verilog, TOP_NAME
@@ -31,11 +33,10 @@ def build(params: SwitchParams, sim, build_root=None):
     if reason:
         raise RuntimeError(reason)
     setup_environment()
-    from cocotb_tools.runner import get_runner
     build_root = Path(build_root or REPO / "sim_build")
     build_dir = build_root / f"{sim}_{config_tag(params)}"
     source = write_verilog(params, build_dir / f"{TOP_NAME}.v")
-    runner = get_runner(sim)
+    runner = _VerilatorTopPublic() if sim == "verilator" else get_runner(sim)
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)    # parallel test workers share one build
@@ -43,12 +44,25 @@ def build(params: SwitchParams, sim, build_root=None):
     return runner, build_dir
 
 
+class _VerilatorTopPublic(Verilator):
+    """cocotb's Verilator runner, with only the top level's signals visible to the benches
+    (``--public-depth 1``) instead of every signal (``--public-flat-rw``). The benches touch
+    nothing but the top-level ports, and a model with every signal public is twice the C++
+    and cannot be optimised."""
+
+    def _build_command(self):
+        cmds = super()._build_command()
+        verilate = cmds[0]
+        at = verilate.index("--public-flat-rw")
+        cmds[0] = verilate[:at] + ["--public-depth", "1"] + verilate[at + 1:]
+        return cmds
+
+
 def _build_locked(runner, sim, source, build_dir):
     if sim == "verilator":
-        # -O0: Verilator's own optimisations cost minutes on this design and gain little
-        # here, where the benches spend their time in Python.
-        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0",
-                "-O0"]
+        # Verilator's own optimisations stay on: they inline the per-instance modules, which
+        # leaves the C++ compiler a few large files instead of thousands of small ones.
+        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
     else:
         args = ["-g2005"]   # Icarus 11 with -g2012 can leave Amaranth's always @* at X
     runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,

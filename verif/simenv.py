@@ -28,7 +28,9 @@ def setup_environment():
             os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
         # The wheel's verilated.mk leaves the precompiled-header include flag empty, which
         # breaks the C++ build; a command-line variable (through MAKEFLAGS) restores it.
-        for fix in ("CFG_CXXFLAGS_PCH_I=-include",):
+        # OPT_FAST=-O1: at 16 ports it compiles in a third of the time of the default -Os and
+        # simulates as fast (measured: 84 s against 225 s, 31.8k against 31.3k ns/s).
+        for fix in ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1"):
             if fix not in os.environ.get("MAKEFLAGS", ""):
                 os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + fix).strip()
 
