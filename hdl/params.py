@@ -3,6 +3,7 @@
 from dataclasses import dataclass, asdict
 
 from ..models.formats import SUPPORTED_PORTS, SUPPORTED_WIDTHS
+from ..models.reduction import DTYPE_NAMES
 
 __all__ = ["SwitchParams"]
 
@@ -29,6 +30,17 @@ class SwitchParams:
         Number of ID-routing entries (1 to 64).
     n_groups : int
         Entries of the Hypercast group table (1 to 4096; one N-bit memory word each).
+    n_rgroups : int
+        Reduction groups of the in-network reduction engine (1 to 256: the INC descriptor's
+        group field has 8 bits); ``docs/reduction-engine.md``.
+    reduce_buffer_beats : int
+        Depth in beats of the reduction engine's stage memory, one W-bit memory per port
+        (a power of two, 2 to 65,536; the engine needs at least
+        :attr:`reduce_min_group_beats`). Groups share it as rings of ``buf_beats`` beats each.
+    reduce_dtypes : tuple of str
+        Element types the reduction engine builds arithmetic for (golden-model names,
+        ``models.reduction.DTYPE_NAMES``; default all 11). A group of another type fails to
+        arm (config error).
     """
     n_ports: int = 8
     data_width: int = 256
@@ -37,6 +49,9 @@ class SwitchParams:
     n_windows: int = 16
     n_id_routes: int = 16
     n_groups: int = 1024
+    n_rgroups: int = 64
+    reduce_buffer_beats: int = 512
+    reduce_dtypes: tuple = DTYPE_NAMES
 
     def __post_init__(self):
         def is_pow2(v):
@@ -56,6 +71,19 @@ class SwitchParams:
                 raise ValueError(f"{name} must be 1 to 64, not {v!r}")
         if not isinstance(self.n_groups, int) or not 1 <= self.n_groups <= 4096:
             raise ValueError(f"n_groups must be 1 to 4096, not {self.n_groups!r}")
+        if not isinstance(self.n_rgroups, int) or not 1 <= self.n_rgroups <= 256:
+            raise ValueError(f"n_rgroups must be 1 to 256, not {self.n_rgroups!r}")
+        if not is_pow2(self.reduce_buffer_beats) or not 2 <= self.reduce_buffer_beats <= 65536:
+            raise ValueError(f"reduce_buffer_beats must be a power of two from 2 to 65536, "
+                             f"not {self.reduce_buffer_beats!r}")
+        dts = self.reduce_dtypes
+        if isinstance(dts, str) or not isinstance(dts, (tuple, list)) or not dts or \
+                any(d not in DTYPE_NAMES for d in dts):
+            raise ValueError(f"reduce_dtypes must be a non-empty tuple of element-type names from "
+                             f"{', '.join(DTYPE_NAMES)}, not {self.reduce_dtypes!r}")
+        # canonical form: a tuple in the model's order, no repeats
+        object.__setattr__(self, "reduce_dtypes",
+                           tuple(d for d in DTYPE_NAMES if d in self.reduce_dtypes))
 
     @property
     def lanes(self):
@@ -67,5 +95,14 @@ class SwitchParams:
         """Beats of the longest legal packet (maximum payload plus an ECRC DW)."""
         return -(-(self.max_payload + 4) // self.lanes)
 
+    @property
+    def reduce_min_group_beats(self):
+        """Smallest ring (``buf_beats``) a reduction group may have: a power of two holding
+        the rows one maximum-payload write can touch (``max_payload / lanes + 1`` when it does
+        not start on a beat boundary), so a lane can always finish writing a packet."""
+        rows = max(1, self.max_payload // self.lanes) + 1
+        return 1 << (rows - 1).bit_length()
+
     def as_dict(self):
-        return asdict(self)
+        """Plain-data form (tuples as lists, so a JSON round trip compares equal)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

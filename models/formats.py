@@ -21,6 +21,7 @@ __all__ = [
     "BEAT_FIELDS", "HDR_BITS", "PFX_BITS", "SUPPORTED_PORTS", "SUPPORTED_WIDTHS",
     "SF_PREFIX_TYPE", "SF_PREFIX_HEAD", "SF_PREFIX", "HC_SET_PORTS", "SfKind", "sf_prefix",
     "N_HC_MONITORS", "MC_MAX_GROUPS",
+    "INC_PREFIX", "inc_prefix", "INC_NOTICE", "IncNoticeKind", "inc_notice",
 ]
 
 import enum
@@ -96,6 +97,14 @@ class DropReason(enum.IntEnum):
     HC_BAD_SET = 11      # Hypercast destination-set bit at or above the port count
     HC_EMPTY = 12        # multicast destination set empty
     MC_SPILL = 13        # multicast write leaves its window
+    # In-network reduction contributions, rejected by the reduction engine
+    # (docs/reduction-engine.md section 5); dropped whole, the sender gets a notice.
+    INC_BAD_GROUP = 14   # INC group id at or above n_rgroups, or the group not active
+    INC_NOT_MEMBER = 15  # the sending port is not a member of the group
+    INC_MISMATCH = 16    # element type or operation in the descriptor differ from the group's
+    INC_OFFSET = 17      # offset not the member's next expected one (duplicate, gap, reorder)
+    INC_OUTSIDE = 18     # write outside [0, size) of the group, below its base, byte enables
+                         # not all ones, or longer than the maximum payload
 
 
 DROP_REASONS = [r for r in DropReason if r != DropReason.NONE]
@@ -128,7 +137,62 @@ class SfKind(enum.IntEnum):
     NONE = 0b00          # no engine: routed as a plain packet
     HC_SET = 0b01        # Hypercast to the destination set in pfx[19:0]
     HC_GROUP = 0b10      # Hypercast to group table entry pfx[15:0]
-    INC = 0b11           # in-network compute descriptor (not implemented: UNSUPPORTED)
+    INC = 0b11           # in-network compute: a reduction contribution (docs/reduction-engine.md;
+                         # the switch ingress drops it as UNSUPPORTED until the engine is wired in)
+
+
+# Body of an INC descriptor (kind = SfKind.INC): a contribution to reduction group ``group``.
+# ``elem_type`` and ``op`` are indices into the golden model's ``DTYPE_NAMES`` and ``OPS``
+# (models/reduction.py; the RTL's ElemType / ReduceOp enums use the same numbering). They must
+# match the group's configuration (else INC_MISMATCH). ``reserved`` is sent as 0 and ignored.
+INC_PREFIX = {"group": (0, 8), "elem_type": (8, 4), "op": (12, 3), "reserved": (15, 7),
+              "kind": (22, 2)}
+
+
+def inc_prefix(group, elem_type, op):
+    """The prefix DW of an in-network-compute contribution (docs/reduction-engine.md).
+
+    ``elem_type`` and ``op`` are integers (indices into ``models.reduction.DTYPE_NAMES`` /
+    ``OPS``) or the model's names (``"fp32"``, ``"sum"``).
+    """
+    if isinstance(elem_type, str) or isinstance(op, str):
+        from .reduction import DTYPE_NAMES, OPS       # lazy: keeps this module numpy-free
+        if isinstance(elem_type, str):
+            if elem_type not in DTYPE_NAMES:
+                raise ValueError(f"unknown element type {elem_type!r}")
+            elem_type = DTYPE_NAMES.index(elem_type)
+        if isinstance(op, str):
+            if op not in OPS:
+                raise ValueError(f"unknown operation {op!r}")
+            op = OPS.index(op)
+    for name, value in (("group", group), ("elem_type", elem_type), ("op", op)):
+        width = INC_PREFIX[name][1]
+        if not isinstance(value, int) or not 0 <= value < 1 << width:
+            raise ValueError(f"INC descriptor {name} must be an integer in 0..{(1 << width) - 1}, "
+                             f"not {value!r}")
+    body = field_put(0, INC_PREFIX, "kind", SfKind.INC)
+    body = field_put(body, INC_PREFIX, "group", group)
+    body = field_put(body, INC_PREFIX, "elem_type", elem_type)
+    body = field_put(body, INC_PREFIX, "op", op)
+    return (SF_PREFIX_HEAD << 24) | body
+
+
+class IncNoticeKind(enum.IntEnum):
+    """``kind`` byte of a reduction-engine notice."""
+    REJECTED = 1         # one contribution was dropped; ``reason`` says why
+    ABORTED = 2          # the group's operation timed out and was aborted (``reason`` = 0)
+
+
+# The one-DW payload of a notice MWr the reduction engine sends to a member
+# (docs/reduction-engine.md section 6): the DW value, byte 0 (data[7:0]) = reason.
+INC_NOTICE = {"reason": (0, 8), "group": (8, 8), "kind": (16, 8), "zero": (24, 8)}
+
+
+def inc_notice(reason, group, kind):
+    """The 32-bit payload value of a notice (the first payload DW, little-endian bytes)."""
+    dw = field_put(0, INC_NOTICE, "reason", int(reason))
+    dw = field_put(dw, INC_NOTICE, "group", int(group))
+    return field_put(dw, INC_NOTICE, "kind", int(kind))
 
 
 def sf_prefix(kind, *, mask=0, group=0, xs=False):
