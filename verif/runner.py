@@ -53,6 +53,9 @@ class _VerilatorTopPublic(Verilator):
     def _build_command(self):
         cmds = super()._build_command()
         verilate = cmds[0]
+        if "--public-flat-rw" not in verilate:
+            raise RuntimeError("cocotb's Verilator runner no longer passes --public-flat-rw: "
+                               "update _VerilatorTopPublic for this cocotb version")
         at = verilate.index("--public-flat-rw")
         cmds[0] = verilate[:at] + ["--public-depth", "1"] + verilate[at + 1:]
         return cmds
