@@ -76,19 +76,14 @@ ReduceOp = _model_enum("ReduceOp", OPS, """Reduction operation.
 
 
 def elem_type(name):
-    """Model element-type name (or an :class:`ElemType`) -> :class:`ElemType`.
+    """Model element-type name (or an :class:`ElemType` or model ``DType``) -> :class:`ElemType`.
 
-    Raises ValueError naming an unknown type. The reverse is :func:`model_name`.
+    Raises ValueError naming an unknown type (the model's :func:`dtype_info` check). The
+    reverse is :func:`model_name`.
     """
     if isinstance(name, ElemType):
         return name
-    if isinstance(name, DType):
-        name = name.name
-    try:
-        return ElemType[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown element type {name!r}; expected one of "
-                         f"{', '.join(DTYPE_NAMES)}") from None
+    return ElemType[dtype_info(name).name]
 
 
 def reduce_op(name):

@@ -10,7 +10,6 @@ its tag. Random tests print their seed; ``SMARTFABRIC_SEED=<n>`` reruns one (def
 seed).
 """
 
-import os
 import random
 
 import numpy as np
@@ -25,14 +24,6 @@ from smartfabric.models.reduction import (
 )
 
 DEFAULT_SEED = 0x5EED_2024
-
-
-@pytest.fixture
-def seed(request):
-    env = os.environ.get("SMARTFABRIC_SEED")
-    s = int(env, 0) if env else DEFAULT_SEED
-    print(f"{request.node.name}: seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
 
 
 def valid_ops(dtype):

@@ -8,7 +8,6 @@ of groups; the checker reassembles every result packet, checks its header, desti
 for bit, round by round. Random tests print their seed; ``SMARTFABRIC_SEED=<n>`` reruns one.
 """
 
-import os
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -26,14 +25,6 @@ from smartfabric.models.reduction import DTYPE_NAMES, DTYPES, OPS, reduce, reduc
 
 DEFAULT_SEED = 0x5EED_0E17
 COMPLETER_ID = 0xBEEF
-
-
-@pytest.fixture
-def seed(request):
-    env = os.environ.get("SMARTFABRIC_SEED")
-    s = int(env, 0) if env else DEFAULT_SEED
-    print(f"{request.node.name}: seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
 
 
 def params(n_ports=4, data_width=64, *, dtypes=("int32",), n_rgroups=4, beats=256,
@@ -554,6 +545,17 @@ def finish_when_results_done(bench):
     bench.done = lambda: bench.board.pending() == 0
 
 
+def run_clean_rounds(bench, specs, rounds, rng):
+    """Arm every group, feed ``rounds`` rounds of every group, run until every result is in,
+    and check that each round completed with nothing rejected."""
+    arm_all(bench, specs)
+    feed_rounds(bench, specs, rounds, rng)
+    finish_when_results_done(bench)
+    bench.run()
+    check_complete(bench, specs, rounds)
+    assert not bench.rejected
+
+
 def check_complete(bench, specs, rounds):
     for spec in specs:
         assert bench.board.done[spec.gid] == rounds, \
@@ -676,12 +678,7 @@ def test_concurrent_groups_and_collectives(seed):
     assert [hi - lo for lo, hi in reduce_scatter_chunks(118, 3)] == [40, 40, 38]
     b = Bench(params(3, 128, dtypes=("int32", "fp32", "bf16"), n_rgroups=8, beats=128), specs,
               rng, gap=0.25, stall=0.3, timeout=5000, max_cycles=30000)
-    arm_all(b, specs)
-    feed_rounds(b, specs, 3, rng)
-    finish_when_results_done(b)
-    b.run()
-    check_complete(b, specs, 3)
-    assert not b.rejected
+    run_clean_rounds(b, specs, 3, rng)
     print(f"{b.cycle} cycles, {b.board.result_beats} result beats, lane stalls {b.lane_stall}")
 
 
@@ -1044,12 +1041,7 @@ def test_reducescatter_reduce_short_and_empty_chunks(seed):
     assert [hi - lo for lo, hi in reduce_scatter_chunks(5, 4)] == [2, 2, 1, 0]
     b = Bench(params(dtypes=("int32", "fp8_e5m2"), n_rgroups=5, beats=256), specs, rng,
               gap=0.3, stall=0.3, timeout=5000)
-    arm_all(b, specs)
-    feed_rounds(b, specs, 3, rng)
-    finish_when_results_done(b)
-    b.run()
-    check_complete(b, specs, 3)
-    assert not b.rejected
+    run_clean_rounds(b, specs, 3, rng)
 
 
 def random_groups(rng, p, n_groups):
@@ -1106,9 +1098,4 @@ def test_random_configurations(n_ports, width, dtypes, seed):
                   f"ring {s_.buf_beats}")
         b = Bench(p, specs, rng, gap=rng.choice([0.0, 0.2, 0.5]),
                   stall=rng.choice([0.0, 0.3, 0.6]), timeout=8000, max_cycles=40000)
-        arm_all(b, specs)
-        feed_rounds(b, specs, 4, rng)
-        finish_when_results_done(b)
-        b.run()
-        check_complete(b, specs, 4)
-        assert not b.rejected
+        run_clean_rounds(b, specs, 4, rng)
