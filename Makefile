@@ -36,6 +36,7 @@ synth: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/smartfabric bench unicast --ports 8 --data-width 64 --payload-beats 4 --json
 	$(VENV)/bin/smartfabric bench multicast --ports 8 --data-width 64 --json
+	$(VENV)/bin/smartfabric bench allreduce --ports 8 --data-width 64 --bytes 64K --json
 
 regress-long: $(STAMP)
 	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) --dist loadgroup tests

@@ -10,6 +10,7 @@ from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
 from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow,
                       routing_config_members, group_table_members)
 from .allocator import IslipAllocator
+from .reduce_engine import ResultBeat
 
 __all__ = ["SwitchCore", "EgressEvents", "Overlay"]
 
@@ -51,6 +52,16 @@ class SwitchCore(wiring.Component):
     egress : Out(stream.Signature(EgressBeat)).array(N)
         Stream rules hold on both: ``valid`` never depends on ``ready``, payload stable until
         transferred. No ingress ``ready`` depends combinationally on any egress ``ready``.
+    contrib : Out(stream.Signature(EgressBeat)).array(N)
+        Lane p of the reduction engine: the contributions (memory writes with an INC
+        descriptor) received on ingress p, whole and in order, through a queue of
+        ``voq_depth`` beats; a contribution cut short at the ingress ends with ``err``.
+    inject : In(stream.Signature(ResultBeat))
+        The reduction engine's packets (results and notices), written into the engine's
+        queue towards every egress in ``dests``. The engine is the (N+1)-th source of the
+        allocator and shares each egress with the ingresses by round robin. With ``rebase``
+        set the header address is an offset into each receiver's window (like a Hypercast
+        copy).
     ingress_events, egress_events : Out(...).array(N)
         Per-port events for the counters, one cycle after the fact.
     port_enable, completer_id, root_port, root_valid, windows, id_routes, mc, mc_receive,
@@ -76,6 +87,8 @@ class SwitchCore(wiring.Component):
         super().__init__({
             "ingress": In(stream.Signature(IngressBeat(w))).array(n),
             "egress": Out(stream.Signature(EgressBeat(w))).array(n),
+            "contrib": Out(stream.Signature(EgressBeat(w))).array(n),
+            "inject": In(stream.Signature(ResultBeat(w, n))),
             "ingress_events": Out(IngressEvents).array(n),
             "egress_events": Out(EgressEvents).array(n),
             **{name: member for name, member in routing_config_members(params).items()
@@ -125,6 +138,15 @@ class SwitchCore(wiring.Component):
                          port.group_data.eq(self.group_data[i])]
             wr = port.o.payload
             w_rdy = Signal(n, name=f"voq_w_rdy{i}")
+            lane = m.submodules[f"contrib_queue{i}"] = SyncFIFO(width=len(wr.beat.as_value()),
+                                                              depth=p.voq_depth)
+            m.d.comb += [
+                lane.w_data.eq(wr.beat),
+                lane.w_en.eq(port.o.valid & port.o.ready & wr.engine),
+                self.contrib[i].valid.eq(lane.r_rdy),
+                self.contrib[i].payload.eq(lane.r_data),
+                lane.r_en.eq(self.contrib[i].ready),
+            ]
             queued = Signal(queued_layout, name=f"voq_w_data{i}")
             m.d.comb += [queued.beat.eq(wr.beat), queued.mcast.eq(wr.mcast),
                          queued.rewrite.eq(wr.rewrite)]
@@ -142,7 +164,26 @@ class SwitchCore(wiring.Component):
             # never held up halfway: an egress granted to it always finishes it. (Otherwise
             # two multicast packets, each half-written and holding an egress the other one
             # needs, could wait for each other forever.)
-            m.d.comb += port.o.ready.eq((wr.dests & ~w_rdy) == 0)
+            m.d.comb += port.o.ready.eq(((wr.dests & ~w_rdy) == 0) & (~wr.engine | lane.w_rdy))
+
+        # ---- the reduction engine's queues: source N ----
+        inj = self.inject.payload
+        inj_rdy = Signal(n)
+        voq.append([None] * n)
+        for o in range(n):
+            q = voq[n][o] = m.submodules[f"voq_engine_{o}"] = SyncFIFO(width=queued_width,
+                                                                        depth=p.voq_depth)
+            queued = Signal(queued_layout, name=f"voq_engine_w_data{o}")
+            m.d.comb += [
+                queued.beat.eq(inj.beat),
+                queued.rewrite.eq(Mux(inj.rebase, Rewrite.REBASE, Rewrite.NONE)),
+                q.w_data.eq(queued),
+                q.w_en.eq(self.inject.valid & self.inject.ready & inj.dests[o]),
+                inj_rdy[o].eq(q.w_rdy),
+            ]
+        # Beat by beat: the engine's packets need no whole-packet room, because a packet
+        # from an ingress, once started, never waits for an egress the engine holds.
+        m.d.comb += self.inject.ready.eq((inj.dests & ~inj_rdy) == 0)
 
         # ---- egress buffers: two entries, so "can take a beat" is a register ----
         out_fifo = []
@@ -156,7 +197,8 @@ class SwitchCore(wiring.Component):
             hdr = head_out.beat.hdr
             address = hdr_address(hdr)
             copy_address = Mux(head_out.rewrite == Rewrite.REBASE,
-                               receiver_windows[o].base + address,
+                               Mux(receiver_windows[o].valid, receiver_windows[o].base, 0)
+                               + address,
                                (overlay_base[o] & ~overlay_mask[o]) | (address & overlay_mask[o]))
             readdress = head_out.beat.first & (
                 (head_out.rewrite == Rewrite.REBASE) |
@@ -182,34 +224,35 @@ class SwitchCore(wiring.Component):
 
         # ---- allocation ----
         out_busy = Signal(n)
-        out_owner = [Signal(range(n), name=f"out_owner{o}") for o in range(n)]
+        out_owner = [Signal(range(n + 1), name=f"out_owner{o}") for o in range(n)]
         can_load = Signal(n)
         for o in range(n):
             m.d.comb += can_load[o].eq(out_fifo[o].level < 2)
 
         # Every VOQ is its own memory, so an ingress may feed several egresses in one cycle:
         # no accept phase, no per-ingress busy state (see IslipAllocator).
-        alloc = m.submodules.allocator = IslipAllocator(n, exclusive_ingress=False)
-        for i in range(n):
+        sources = n + 1
+        alloc = m.submodules.allocator = IslipAllocator(n, n_in=sources, exclusive_ingress=False)
+        for i in range(sources):
             for o in range(n):
                 m.d.comb += alloc.requests[i][o].eq(
                     ~out_busy[o] & can_load[o] & voq[i][o].r_rdy)
 
         # ---- crossbar: egress o reads VOQ[i][o] of its selected ingress ----
         for o in range(n):
-            select = Signal(n, name=f"xbar_select{o}")   # one-hot ingress
-            for i in range(n):
+            select = Signal(sources, name=f"xbar_select{o}")   # one-hot source
+            for i in range(sources):
                 m.d.comb += select[i].eq(Mux(out_busy[o], out_owner[o] == i,
                                              alloc.matches[i][o]))
             head = Signal(queued_layout, name=f"xbar_head{o}")
             head_valid = Signal(name=f"xbar_head_valid{o}")
-            terms = [Mux(select[i], voq[i][o].r_data, 0) for i in range(n)]
+            terms = [Mux(select[i], voq[i][o].r_data, 0) for i in range(sources)]
             acc = terms[0]
             for t in terms[1:]:
                 acc = acc | t
             m.d.comb += [
                 head.eq(acc),
-                head_valid.eq((select & Cat(voq[i][o].r_rdy for i in range(n))).any()),
+                head_valid.eq((select & Cat(voq[i][o].r_rdy for i in range(sources))).any()),
             ]
             move = Signal(name=f"xbar_move{o}")
             m.d.comb += move.eq(head_valid & can_load[o])
@@ -217,18 +260,18 @@ class SwitchCore(wiring.Component):
                 out_fifo[o].w_data.eq(head),
                 out_fifo[o].w_en.eq(move),
             ]
-            for i in range(n):
+            for i in range(sources):
                 m.d.comb += voq[i][o].r_en.eq(move & select[i])
 
             # Connection state: held from the first to the last beat of a packet.
             matched = Signal(name=f"matched{o}")
-            m.d.comb += matched.eq(Cat(alloc.matches[i][o] for i in range(n)).any())
+            m.d.comb += matched.eq(Cat(alloc.matches[i][o] for i in range(sources)).any())
             with m.If(out_busy[o]):
                 with m.If(move & head.beat.last):
                     m.d.sync += out_busy[o].eq(0)
             with m.Elif(matched & ~head.beat.last):
                 m.d.sync += out_busy[o].eq(1)
-                for i in range(n):
+                for i in range(sources):
                     with m.If(alloc.matches[i][o]):
                         m.d.sync += out_owner[o].eq(i)
         return m

@@ -60,6 +60,7 @@ def VoqWrite(params):
     return data.StructLayout({
         "beat": EgressBeat(params.data_width),
         "dests": params.n_ports,       # one bit per egress
+        "engine": 1,                   # the packet is a contribution for the reduction engine
         "mcast": 1,                    # the packet is a multicast packet (counted per copy)
         "rewrite": Rewrite,
         "beats": range(params.max_beats + 1),   # (first beats) the packet's length in beats
@@ -72,7 +73,7 @@ class IngressEvents(data.Struct):
     rx_packet: 1
     rx_stall: 1
     rx_bytes: 7          # popcount(keep), at most 64 lanes
-    reason: 4            # DropReason of a packet decided this cycle, 0 = none
+    reason: 5            # DropReason of a packet decided this cycle, 0 = none
     ur: 1                # an Unsupported Request completion was queued
     hdr: 128             # header and prefix of the packet ``reason`` refers to
     pfx: 32
@@ -135,7 +136,8 @@ class IngressPort(wiring.Component):
     o : Out(stream.Signature(VoqWrite))
         Beats to write into the virtual output queue of every egress in ``dests`` at once (one
         bit for a unicast packet, the set D for a multicast one; ``docs/protocol.md`` section
-        8). On a multicast packet's first beat, ``rewrite`` says how the core addresses each
+        8), or (``engine``, ``dests`` = 0) into this port's lane of the reduction engine: a
+        memory write with an INC descriptor is a contribution, checked by the engine. On a multicast packet's first beat, ``rewrite`` says how the core addresses each
         copy; for ``REBASE`` the header's address is already the offset into the source window. Two register stages (address/ID/multicast-window comparisons and
         the group table read, then the verdict): a beat accepted on ``i`` at edge *t* is valid
         on ``o`` after edge *t+1* at the earliest. Beats of a packet are never reordered; a
@@ -301,7 +303,9 @@ class IngressPort(wiring.Component):
         hc_group = sf_prefix & (kind == F.SfKind.HC_GROUP)
         is_hc = hc_set | hc_group
         is_mwr = t_mem & has_data
-        sf_unsupported = (is_hc & ~is_mwr) | (sf_prefix & (kind == F.SfKind.INC))
+        is_inc = sf_prefix & (kind == F.SfKind.INC)
+        to_engine = is_inc & is_mwr        # a contribution (docs/reduction-engine.md)
+        sf_unsupported = (is_hc | is_inc) & ~is_mwr
         mc_case = ~is_hc & is_mwr & mc_hit
         self_bit = Const(1 << self.port, n)
 
@@ -332,7 +336,7 @@ class IngressPort(wiring.Component):
         class Action:
             FORWARD, DROP, UR, CONSUME = range(4)
         route_action = Signal(2)
-        route_reason = Signal(4)
+        route_reason = Signal(5)
 
         def route_fail(act, why):
             return [route_action.eq(act), route_reason.eq(why)]
@@ -342,7 +346,9 @@ class IngressPort(wiring.Component):
         dests = Signal(n)
         m.d.comb += dests.eq(Mux(is_hc, hc_dest, Mux(mc_case, mc_dest, (C(1, n) << dest)[:n])))
         # docs/protocol.md section 8.3; the prefix forms have three checks of their own.
-        with m.If(is_hc & bad_group):
+        with m.If(to_engine):
+            pass    # the engine checks a contribution against its group
+        with m.Elif(is_hc & bad_group):
             m.d.comb += route_fail(Action.DROP, R.HC_BAD_GROUP)
         with m.Elif(is_hc & bad_set):
             m.d.comb += route_fail(Action.DROP, R.HC_BAD_SET)
@@ -365,7 +371,7 @@ class IngressPort(wiring.Component):
 
         # ---- first-beat verdict, in the documented order ----
         action = Signal(2)
-        reason = Signal(4)
+        reason = Signal(5)
         all_keep = Const((1 << lanes) - 1, lanes)
         beat0_keep_ok = beat.keep == Mux(n_beats == 1, last_keep, all_keep)
 
@@ -413,10 +419,11 @@ class IngressPort(wiring.Component):
         pkt_last_keep = Signal(lanes)
         pkt_dests = Signal(n)
         pkt_mcast = Signal()
+        pkt_engine = Signal()
         pkt_hdr = Signal(128)
         pkt_pfx = Signal(32)
 
-        later_reason = Signal(4)
+        later_reason = Signal(5)
         is_final = beat_index == pkt_beats - 1
         expect_keep = Mux(is_final, pkt_last_keep, all_keep)
         with m.If(beat.first):
@@ -448,13 +455,16 @@ class IngressPort(wiring.Component):
                              ev.hdr.eq(beat.hdr), ev.pfx.eq(beat.pfx)]
                 m.d.sync += [pkt_hdr.eq(beat.hdr), pkt_pfx.eq(beat.pfx),
                              pkt_beats.eq(n_beats), pkt_last_keep.eq(last_keep),
-                             pkt_dests.eq(dests), pkt_mcast.eq(multicast),
+                             pkt_dests.eq(Mux(to_engine, 0, dests)), pkt_mcast.eq(multicast),
+                             pkt_engine.eq(to_engine),
                              beat_index.eq(1)]
                 m.d.sync += [in_packet.eq(~beat.last),
                              discarding.eq(action != Action.FORWARD)]
                 with m.Switch(action):
                     with m.Case(Action.FORWARD):
-                        m.d.sync += [self.o.valid.eq(1), out.dests.eq(dests),
+                        m.d.sync += [self.o.valid.eq(1),
+                                     out.dests.eq(Mux(to_engine, 0, dests)),
+                                     out.engine.eq(to_engine),
                                      out.beat.eq(Cat(beat.as_value(), C(0, 1))),
                                      out.mcast.eq(multicast),
                                      out.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
@@ -471,6 +481,7 @@ class IngressPort(wiring.Component):
                     with m.Case(Action.UR):
                         m.d.comb += ev.ur.eq(1)
                         m.d.sync += [self.o.valid.eq(1), out.dests.eq(self_bit),
+                                     out.engine.eq(0),
                                      out.mcast.eq(0), out.rewrite.eq(Rewrite.NONE),
                                      out.beat.eq(0),
                                      out.beat.first.eq(1), out.beat.last.eq(1),
@@ -480,6 +491,7 @@ class IngressPort(wiring.Component):
             with m.Else():
                 m.d.comb += [ev.reason.eq(later_reason), ev.hdr.eq(pkt_hdr), ev.pfx.eq(pkt_pfx)]
                 m.d.sync += [self.o.valid.eq(1), out.dests.eq(pkt_dests),
+                             out.engine.eq(pkt_engine),
                              out.mcast.eq(pkt_mcast), out.rewrite.eq(Rewrite.NONE),
                              out.beat.eq(Cat(beat.as_value(), C(0, 1))),
                              out.beat.first.eq(0),

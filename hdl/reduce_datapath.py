@@ -45,7 +45,7 @@ MAX_INPUTS = 32
 # shared enums: one definition, generated from the golden model's names
 # ============================================================================================
 
-def _model_enum(name, names, doc):
+def model_enum(name, names, doc):
     """An ``amaranth.lib.enum.Enum`` with members ``names`` valued 0, 1, ... in order and the
     narrowest unsigned shape. (The functional ``Enum(...)`` API takes no ``shape=``, and ``and``
     / ``or`` cannot be written as class attributes, hence the explicit metaclass call.)"""
@@ -60,14 +60,14 @@ def _model_enum(name, names, doc):
     return meta(name, (enum.Enum,), ns, shape=shape)
 
 
-ElemType = _model_enum("ElemType", DTYPE_NAMES, """Element type of a reduction group.
+ElemType = model_enum("ElemType", DTYPE_NAMES, """Element type of a reduction group.
 
     One member per entry of ``models.reduction.DTYPES``, in that order (``int8`` = 0 ...
     ``fp8_e5m2`` = 10), named exactly as the model names it: ``ElemType["fp8_e4m3"]``,
     ``ElemType.fp32.name == "fp32"``. Shape ``unsigned(4)``.
     """)
 
-ReduceOp = _model_enum("ReduceOp", OPS, """Reduction operation.
+ReduceOp = model_enum("ReduceOp", OPS, """Reduction operation.
 
     ``sum`` = 0, ``min`` = 1, ``max`` = 2, ``and`` = 3, ``or`` = 4, ``xor`` = 5: the model's
     ``OPS`` in order, under the model's names (``ReduceOp["and"]``; ``and``/``or`` are Python

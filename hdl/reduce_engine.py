@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from ..models import formats as F
 from ..models.reduction import DTYPE_NAMES, DTYPES, FLOAT_OPS, OPS
 from .params import SwitchParams
-from .reduce_datapath import BeatReducer, ElemType, ReduceOp
+from .reduce_datapath import BeatReducer, ElemType, ReduceOp, model_enum
 from .tlp import EgressBeat, hdr_address, hdr_dw, hdr_field, with_address
 
 __all__ = [
@@ -35,28 +35,18 @@ __all__ = [
 SIZE_BITS = 32                  # bytes of one operation (``size``): up to 4 GiB - 4
 OFFSET_BITS = SIZE_BITS - 2     # DW offsets inside an operation
 TIMEOUT_BITS = 32
+ROOT_BITS = 5                   # rgroup[g].ctrl.root: ports 0..31
+BUF_FIELD_BITS = 17             # rgroup[g].buf_base / buf_beats: up to 65,536 beats
 GROUP_ID_BITS = 8               # INC_PREFIX["group"]
 REASON_BITS = 8
 
 
-class Collective(enum.Enum, shape=2):
-    """Where a reduction group's results go (``RGroupConfig.collective``)."""
-    ALLREDUCE = 0       # every member
-    REDUCESCATTER = 1   # chunk i (models.reduction.reduce_scatter_chunks) to the i-th member
-    REDUCE = 2          # the root port
+Collective = model_enum("Collective", [m.name for m in F.Collective], """Where a reduction
+    group's results go (``RGroupConfig.collective``): ``models.formats.Collective``.""")
 
-
-class ConfigError(enum.Enum, shape=4):
-    """Why arming a group failed (``config_error.cause``); docs/reduction-engine.md 3."""
-    NONE = 0
-    NO_MEMBERS = 1      # members == 0
-    COLLECTIVE = 2      # collective encoding 3
-    ROOT = 3            # REDUCE whose root is not a member (or not a port)
-    TYPE_OP = 4         # type not built, or an operation the type does not have
-    SIZE = 5            # size 0 or not a multiple of 4 (hence of the element size)
-    ALIGN = 6           # base, result_offset or notify_offset not DW aligned
-    BUFFER = 7          # buf_beats not a power of two, below the minimum, or region outside
-    CHUNK = 8           # REDUCESCATTER chunk boundary not a multiple of W/8 bytes
+ConfigError = model_enum("ConfigError", [m.name for m in F.RGroupConfigError], """Why arming a
+    group failed (``config_error.cause``): ``models.formats.RGroupConfigError``,
+    docs/reduction-engine.md section 2.""")
 
 
 def RGroupConfig(n_ports, buffer_beats):
@@ -69,6 +59,10 @@ def RGroupConfig(n_ports, buffer_beats):
     ``buf_base`` / ``buf_beats`` (the group's ring in every stage memory, in beats);
     ``result_offset`` (results go to receiver-window offset ``result_offset + offset``);
     ``notify_offset`` (receiver-window offset of notices).
+
+    ``root``, ``buf_base`` and ``buf_beats`` are as wide as their registers (5 and 17 bits),
+    not as the build needs, so that a value out of range fails to arm (ROOT, BUFFER) instead
+    of being truncated into a legal one.
     """
     return data.StructLayout({
         "enable": 1,
@@ -77,11 +71,11 @@ def RGroupConfig(n_ports, buffer_beats):
         "op": ReduceOp,
         "saturate": 1,
         "collective": Collective,
-        "root": range(n_ports),
+        "root": ROOT_BITS,
         "base": 64,
         "size": SIZE_BITS,
-        "buf_base": range(buffer_beats),
-        "buf_beats": range(buffer_beats + 1),
+        "buf_base": BUF_FIELD_BITS,
+        "buf_beats": BUF_FIELD_BITS,
         "result_offset": 64,
         "notify_offset": 64,
     })

@@ -243,16 +243,19 @@ class RegisterBlock(wiring.Component):
     DATA_WIDTH = DATA_WIDTH
     READ_MUX_RADIX = 16
 
-    def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, rdl_path=None):
+    def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64,
+                 rdl_path=None):
         if rdl_path is None:
             rdl_path = Path(__file__).resolve().parent / "smartfabric.rdl"
         self.n_ports = n_ports
         self.n_windows = n_windows
         self.n_id_routes = n_id_routes
         self.n_groups = n_groups
+        self.n_rgroups = n_rgroups
         try:
             self.registers = register_table(
-                compile_regmap(n_ports, n_windows, n_id_routes, n_groups, rdl_path=rdl_path))
+                compile_regmap(n_ports, n_windows, n_id_routes, n_groups, n_rgroups,
+                               rdl_path=rdl_path))
             end = max(r.address + r.width // 8 for r in self.registers)
             if end > (1 << self.ADDR_WIDTH):
                 raise ValueError(f"the register map ends at 0x{end:X}, beyond the "

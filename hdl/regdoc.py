@@ -7,8 +7,9 @@ Usage::
 The document is exported by PeakRDL-markdown from the same compiled map
 (:func:`models.regmap.compile_regmap`) as the RTL register block and the Python register model,
 for the default configuration unless told otherwise (8 ports, 16 windows, 16 ID routes), except
-that the Hypercast group table is shown with 8 entries (``--groups``): its 1,024 identical
-entries would bury the rest of the map.
+that the Hypercast group table is shown with 8 entries (``--groups``) and the reduction groups
+with 2 (``--rgroups``): 1,024 identical group entries and 64 identical 14-register reduction
+groups would bury the rest of the map.
 ``docs/registers.md`` is committed; ``tests/test_regmodel.py`` fails when it is stale.
 """
 
@@ -22,7 +23,8 @@ from peakrdl_markdown import MarkdownExporter
 from ..models.regmap import compile_regmap
 
 #: Configuration documented in ``docs/registers.md``.
-DEFAULT_CONFIG = {"n_ports": 8, "n_windows": 16, "n_id_routes": 16, "n_groups": 8}
+DEFAULT_CONFIG = {"n_ports": 8, "n_windows": 16, "n_id_routes": 16, "n_groups": 8,
+                  "n_rgroups": 2}
 
 # Named in the "generated from" header instead of an absolute path, so the output does not
 # depend on where the work tree is.
@@ -32,14 +34,15 @@ _SOURCE_NAME = "hdl/smartfabric.rdl"
 def write_register_doc(output_path, *, n_ports=DEFAULT_CONFIG["n_ports"],
                        n_windows=DEFAULT_CONFIG["n_windows"],
                        n_id_routes=DEFAULT_CONFIG["n_id_routes"],
-                       n_groups=DEFAULT_CONFIG["n_groups"]):
+                       n_groups=DEFAULT_CONFIG["n_groups"],
+                       n_rgroups=DEFAULT_CONFIG["n_rgroups"]):
     """Export the register map of one configuration as Markdown.
 
     Parameters
     ----------
     output_path : str or Path
         File to write; must end in ``.md``. Its folder is created if needed.
-    n_ports, n_windows, n_id_routes, n_groups : int
+    n_ports, n_windows, n_id_routes, n_groups, n_rgroups : int
         Switch configuration (see :func:`models.regmap.compile_regmap`).
 
     Raises
@@ -47,9 +50,9 @@ def write_register_doc(output_path, *, n_ports=DEFAULT_CONFIG["n_ports"],
     ValueError
         For a path not ending in ``.md`` or a configuration the map cannot hold.
     """
-    root = compile_regmap(n_ports, n_windows, n_id_routes, n_groups)
+    root = compile_regmap(n_ports, n_windows, n_id_routes, n_groups, n_rgroups)
     config = (f"N_PORTS={n_ports}, N_WINDOWS={n_windows}, N_ID_ROUTES={n_id_routes}, "
-              f"N_GROUPS={n_groups}")
+              f"N_GROUPS={n_groups}, N_RGROUPS={n_rgroups}")
     MarkdownExporter().export(root.top, str(output_path),
                               input_files=[f"{_SOURCE_NAME} ({config})"])
 
@@ -69,10 +72,14 @@ def main(argv=None):
     parser.add_argument("--groups", type=int, default=DEFAULT_CONFIG["n_groups"],
                         help="Hypercast group table entries shown (default: %(default)s; "
                              "the hardware default is 1024)")
+    parser.add_argument("--rgroups", type=int, default=DEFAULT_CONFIG["n_rgroups"],
+                        help="reduction groups shown (default: %(default)s; "
+                             "the hardware default is 64)")
     args = parser.parse_args(argv)
     try:
         write_register_doc(args.output, n_ports=args.ports, n_windows=args.windows,
-                           n_id_routes=args.id_routes, n_groups=args.groups)
+                           n_id_routes=args.id_routes, n_groups=args.groups,
+                           n_rgroups=args.rgroups)
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     return 0

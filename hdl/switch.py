@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ..models.formats import DropReason as R, N_HC_MONITORS
 from .params import SwitchParams
 from .core import SwitchCore
+from .reduce_engine import ReductionEngine
 from .regblock import RegisterBlock
 from .tlp import IngressBeat, EgressBeat
 
@@ -36,6 +37,14 @@ _INGRESS_COUNTERS = {
     "drop_hc_empty": lambda ev: ev.reason == R.HC_EMPTY,
     "drop_mc_spill": lambda ev: ev.reason == R.MC_SPILL,
 }
+# Contributions the reduction engine rejects, counted against the port that sent them.
+_ENGINE_COUNTERS = {
+    "drop_inc_bad_group": R.INC_BAD_GROUP,
+    "drop_inc_not_member": R.INC_NOT_MEMBER,
+    "drop_inc_mismatch": R.INC_MISMATCH,
+    "drop_inc_offset": R.INC_OFFSET,
+    "drop_inc_outside": R.INC_OUTSIDE,
+}
 _EGRESS_COUNTERS = {
     "tx_packets": lambda ev: ev.tx_packet,
     "tx_beats": lambda ev: ev.tx_beat,
@@ -44,7 +53,7 @@ _EGRESS_COUNTERS = {
     "tx_err": lambda ev: ev.tx_err,
     "tx_mcast": lambda ev: ev.tx_mcast,
 }
-COUNTERS = list(_INGRESS_COUNTERS) + list(_EGRESS_COUNTERS)
+COUNTERS = list(_INGRESS_COUNTERS) + list(_EGRESS_COUNTERS) + list(_ENGINE_COUNTERS)
 
 
 def _port_members(params):
@@ -76,7 +85,8 @@ class SmartfabricSwitch(wiring.Component):
     def __init__(self, params: SwitchParams = SwitchParams()):
         self.params = params
         self.regs = RegisterBlock(n_ports=params.n_ports, n_windows=params.n_windows,
-                                  n_id_routes=params.n_id_routes, n_groups=params.n_groups)
+                                  n_id_routes=params.n_id_routes, n_groups=params.n_groups,
+                                  n_rgroups=params.n_rgroups)
         members = _port_members(params)
         for name, member in self.regs.signature.members.items():
             members[name] = member
@@ -88,6 +98,10 @@ class SmartfabricSwitch(wiring.Component):
         n = p.n_ports
         regs = m.submodules.regs = self.regs
         core = m.submodules.core = SwitchCore(p)
+        engine = m.submodules.engine = ReductionEngine(p)
+        for q in range(n):
+            wiring.connect(m, core.contrib[q], engine.contrib[q])
+        wiring.connect(m, engine.result, core.inject)
 
         # Control port pass-through.
         for name, member in regs.signature.members.items():
@@ -158,6 +172,50 @@ class SmartfabricSwitch(wiring.Component):
             m.d.comb += [read.addr.eq(core.group_addr[q]), read.en.eq(core.group_en[q]),
                          core.group_data[q].eq(read.data)]
 
+        # Reduction groups (docs/reduction-engine.md section 3): a write of ctrl arms.
+        m.d.comb += [engine.timeout.eq(hw_r["inc_timeout.cycles"]),
+                     engine.completer_id.eq(hw_r["switch_id.completer_id"])]
+        for g in range(p.n_rgroups):
+            f = lambda reg: hw_r[f"rgroup[{g}].{reg}"]
+            cfg = engine.config[g]
+            m.d.comb += [
+                cfg.enable.eq(f("ctrl.enable")),
+                cfg.elem_type.eq(f("ctrl.elem_type")),
+                cfg.op.eq(f("ctrl.op")),
+                cfg.saturate.eq(f("ctrl.saturate")),
+                cfg.collective.eq(f("ctrl.collective")),
+                cfg.root.eq(f("ctrl.root")),
+                cfg.members.eq(f("members.mask")),
+                cfg.base.eq(Cat(f("base_lo.value"), f("base_hi.value"))),
+                cfg.size.eq(f("size.value")),
+                cfg.buf_base.eq(f("buf_base.value")),
+                cfg.buf_beats.eq(f("buf_beats.value")),
+                cfg.result_offset.eq(Cat(f("result_lo.value"), f("result_hi.value"))),
+                cfg.notify_offset.eq(Cat(f("notify_lo.value"), f("notify_hi.value"))),
+                engine.arm[g].eq(regs.swmod[f"rgroup[{g}].ctrl.enable"] & f("ctrl.enable")),
+                hw_w[f"rgroup[{g}].status.active"].eq(engine.active[g]),
+            ]
+            cause = Signal(4, name=f"rgroup{g}_cause")
+            completed = Signal(64, name=f"rgroup{g}_completed")
+            aborted = Signal(64, name=f"rgroup{g}_aborted")
+            with m.If(engine.config_error.valid & (engine.config_error.group == g)):
+                m.d.sync += cause.eq(engine.config_error.cause)
+            with m.Elif(engine.arm[g]):
+                m.d.sync += cause.eq(0)
+            m.d.sync += [
+                completed.eq(completed + (engine.completed.valid & (engine.completed.group == g))),
+                aborted.eq(aborted + (engine.aborted.valid & (engine.aborted.group == g))),
+            ]
+            m.d.comb += [hw_w[f"rgroup[{g}].status.cause"].eq(cause),
+                         hw_w[f"rgroup[{g}].completed.count"].eq(completed),
+                         hw_w[f"rgroup[{g}].aborted.count"].eq(aborted)]
+        for name, event in (("inc_completed", engine.completed.valid),
+                            ("inc_aborted", engine.aborted.valid),
+                            ("inc_config_errors", engine.config_error.valid)):
+            total = Signal(64, name=name)
+            m.d.sync += total.eq(total + event)
+            m.d.comb += hw_w[f"{name}.count"].eq(total)
+
         # Build parameters.
         m.d.comb += [
             hw_w["params0.n_ports"].eq(n),
@@ -176,6 +234,11 @@ class SmartfabricSwitch(wiring.Component):
                     count = Signal(64, name=f"port{q}_{name}")
                     m.d.sync += count.eq(count + event(events))
                     m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
+            lane = engine.lane_events[q]
+            for name, reason in _ENGINE_COUNTERS.items():
+                count = Signal(64, name=f"port{q}_{name}")
+                m.d.sync += count.eq(count + (lane.reject & (lane.reason == reason)))
+                m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
 
         # Group monitors: multicast packets of one group, and their copies.
         for k in range(N_HC_MONITORS):
@@ -196,14 +259,21 @@ class SmartfabricSwitch(wiring.Component):
         # Error status: the first error since the last clear, lowest port first in a cycle.
         err_valid = Signal()
         err_port = Signal(5)
-        err_reason = Signal(4)
+        err_reason = Signal(5)
         err_hdr = Signal(128)
         err_pfx = Signal(32)
         err_count = Signal(32)
-        is_error = [Signal(name=f"is_error{q}") for q in range(n)]
+        # Error sources: each ingress, then each engine lane (a rejected contribution).
+        sources = []
         for q in range(n):
-            reason = core.ingress_events[q].reason
-            m.d.comb += is_error[q].eq((reason != R.NONE) & (reason != R.MSG_LOCAL))
+            ev = core.ingress_events[q]
+            sources.append((q, (ev.reason != R.NONE) & (ev.reason != R.MSG_LOCAL), ev))
+        for q in range(n):
+            lane = engine.lane_events[q]
+            sources.append((q, lane.reject, lane))
+        is_error = [Signal(name=f"is_error{k}") for k in range(len(sources))]
+        for k, (_, error, _) in enumerate(sources):
+            m.d.comb += is_error[k].eq(error)
         n_errors = sum(is_error)
         with m.If(err_count + n_errors >= (1 << 32)):
             m.d.sync += err_count.eq((1 << 32) - 1)
@@ -212,9 +282,8 @@ class SmartfabricSwitch(wiring.Component):
         with m.If(regs.swmod["err_status.valid"]):
             m.d.sync += err_valid.eq(0)
         with m.If(~err_valid):
-            for q in reversed(range(n)):
-                ev = core.ingress_events[q]
-                with m.If(is_error[q]):
+            for k, (q, _, ev) in reversed(list(enumerate(sources))):
+                with m.If(is_error[k]):
                     m.d.sync += [err_valid.eq(1), err_port.eq(q), err_reason.eq(ev.reason),
                                  err_hdr.eq(ev.hdr), err_pfx.eq(ev.pfx)]
         m.d.comb += [

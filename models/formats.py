@@ -21,7 +21,8 @@ __all__ = [
     "BEAT_FIELDS", "HDR_BITS", "PFX_BITS", "SUPPORTED_PORTS", "SUPPORTED_WIDTHS",
     "SF_PREFIX_TYPE", "SF_PREFIX_HEAD", "SF_PREFIX", "HC_SET_PORTS", "SfKind", "sf_prefix",
     "N_HC_MONITORS", "MC_MAX_GROUPS",
-    "INC_PREFIX", "inc_prefix", "INC_NOTICE", "IncNoticeKind", "inc_notice",
+    "INC_PREFIX", "inc_prefix", "INC_NOTICE", "IncNoticeKind", "inc_notice", "Collective",
+    "RGroupConfigError",
 ]
 
 import enum
@@ -193,6 +194,28 @@ def inc_notice(reason, group, kind):
     dw = field_put(0, INC_NOTICE, "reason", int(reason))
     dw = field_put(dw, INC_NOTICE, "group", int(group))
     return field_put(dw, INC_NOTICE, "kind", int(kind))
+
+
+class Collective(enum.IntEnum):
+    """``rgroup[g].ctrl.collective``: where a reduction group's results go
+    (docs/reduction-engine.md section 8)."""
+    ALLREDUCE = 0        # every member
+    REDUCESCATTER = 1    # chunk i (models.reduction.reduce_scatter_chunks) to the i-th member
+    REDUCE = 2           # the root port
+
+
+class RGroupConfigError(enum.IntEnum):
+    """``rgroup[g].status.cause``: why arming a reduction group failed, in the order the
+    checks are made (docs/reduction-engine.md section 2)."""
+    NONE = 0
+    NO_MEMBERS = 1       # members == 0
+    COLLECTIVE = 2       # collective encoding 3
+    ROOT = 3             # REDUCE whose root is not a member (or not a port)
+    TYPE_OP = 4          # type not built, or an operation the type does not have
+    SIZE = 5             # size 0 or not a multiple of 4 (hence of the element size)
+    ALIGN = 6            # base, result_offset or notify_offset not DW aligned
+    BUFFER = 7           # buf_beats not a power of two, below the minimum, or ring outside
+    CHUNK = 8            # REDUCESCATTER chunk boundary not a multiple of W/8 bytes
 
 
 def sf_prefix(kind, *, mask=0, group=0, xs=False):

@@ -169,7 +169,8 @@ def _check_count(name, value, low, high):
         raise ValueError(f"{name} must be in {low}..{high}, not {value}")
 
 
-def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, *, rdl_path=None):
+def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64, *,
+                   rdl_path=None):
     """Compile the register map for one switch configuration.
 
     Parameters
@@ -183,6 +184,8 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, *, rdl_
         ``N_ID_ROUTES`` (at least 1; likewise limited by the port counters that follow).
     n_groups : int
         ``N_GROUPS``, entries of the Hypercast group table (1 to 4096).
+    n_rgroups : int
+        ``N_RGROUPS``, reduction groups (1 to 256).
     rdl_path : str or Path, optional
         RDL source; :data:`DEFAULT_RDL_PATH` when omitted.
 
@@ -201,18 +204,20 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, *, rdl_
     _check_count("n_windows", n_windows, 1, 1 << 16)
     _check_count("n_id_routes", n_id_routes, 1, 1 << 16)
     _check_count("n_groups", n_groups, 1, 4096)
+    _check_count("n_rgroups", n_rgroups, 1, 256)
     path = Path(DEFAULT_RDL_PATH if rdl_path is None else rdl_path)
     compiler = RDLCompiler()
     try:
         compiler.compile_file(str(path))
         return compiler.elaborate(TOP_NAME, parameters={
             "N_PORTS": n_ports, "N_WINDOWS": n_windows, "N_ID_ROUTES": n_id_routes,
-            "N_GROUPS": n_groups,
+            "N_GROUPS": n_groups, "N_RGROUPS": n_rgroups,
         })
     except RDLCompileError as error:
         raise ValueError(
             f"{path} does not compile with N_PORTS={n_ports}, N_WINDOWS={n_windows}, "
-            f"N_ID_ROUTES={n_id_routes}, N_GROUPS={n_groups}: {error}") from error
+            f"N_ID_ROUTES={n_id_routes}, N_GROUPS={n_groups}, N_RGROUPS={n_rgroups}: "
+            f"{error}") from error
 
 
 def _field_kind(node):

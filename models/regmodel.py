@@ -45,13 +45,16 @@ class RegisterModel:
     ``"port[2].rx_packets"``. An unknown path raises :class:`KeyError` naming it.
     """
 
-    def __init__(self, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, *, rdl_path=None):
+    def __init__(self, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64, *,
+                 rdl_path=None):
         self.n_ports = n_ports
         self.n_windows = n_windows
         self.n_id_routes = n_id_routes
         self.n_groups = n_groups
+        self.n_rgroups = n_rgroups
         self.table = register_table(
-            compile_regmap(n_ports, n_windows, n_id_routes, n_groups, rdl_path=rdl_path))
+            compile_regmap(n_ports, n_windows, n_id_routes, n_groups, n_rgroups,
+                           rdl_path=rdl_path))
         self._by_path = {r.path: r for r in self.table}
         self._by_word = {}
         for r in self.table:

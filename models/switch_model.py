@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
 from .formats import (
-    CPL_DW1, CPL_DW2, DW0, MSG_DW1, N_HC_MONITORS, REQ_DW1, SF_PREFIX, SF_PREFIX_HEAD,
-    CplStatus, DropReason, Fmt, MsgRouting, SfKind, Type, field_get, field_put, keep_for_beat,
-    payload_beats,
+    CPL_DW1, CPL_DW2, DW0, INC_PREFIX, MSG_DW1, N_HC_MONITORS, REQ_DW1, SF_PREFIX,
+    SF_PREFIX_HEAD, CplStatus, DropReason, Fmt, IncNoticeKind, MsgRouting, SfKind, Type,
+    field_get, field_put, inc_notice, keep_for_beat, payload_beats,
 )
-from .tlp_build import rewrite_address
+from .inc_model import IncModel, RGroup
+from .reduction import DTYPE_NAMES
+from .tlp_build import mwr_hdr, rewrite_address, split_beats_payload
 
 __all__ = [
     "Beat", "Packet", "Window", "IdRoute", "McOverlay", "HcMonitor", "MonitorSource",
@@ -53,6 +55,8 @@ COUNTER_NAMES = (
     "drop_hc_bad_group", "drop_hc_bad_set", "drop_hc_empty", "drop_mc_spill",
     "rx_mcast", "tx_mcast",
     "err_truncated", "err_overlong", "err_keep", "msg_local", "ur_sent",
+    "drop_inc_bad_group", "drop_inc_not_member", "drop_inc_mismatch", "drop_inc_offset",
+    "drop_inc_outside",
 )
 
 #: Ingress counter incremented for each error reason.
@@ -70,6 +74,11 @@ REASON_COUNTER = {
     DropReason.OVERLONG: "err_overlong",
     DropReason.KEEP: "err_keep",
     DropReason.MSG_LOCAL: "msg_local",
+    DropReason.INC_BAD_GROUP: "drop_inc_bad_group",
+    DropReason.INC_NOT_MEMBER: "drop_inc_not_member",
+    DropReason.INC_MISMATCH: "drop_inc_mismatch",
+    DropReason.INC_OFFSET: "drop_inc_offset",
+    DropReason.INC_OUTSIDE: "drop_inc_outside",
 }
 
 
@@ -502,6 +511,9 @@ class SwitchConfig:
     hc_monitors : list of (enable, source, id)
         The ``N_HC_MONITORS`` ``hc_monitor[k].select`` registers (:class:`HcMonitor`).
         Default (None): all disabled.
+    n_rgroups, reduce_dtypes, reduce_buffer_beats
+        Build parameters of the reduction engine (docs/reduction-engine.md section 1); its
+        groups are armed through :attr:`SwitchModel.inc` (:class:`models.inc_model.IncModel`).
 
     The model reads the configuration live, at each packet's first beat, so a bench may change
     it between packets (e.g. ``cfg.windows[3] = (base, limit, port, True)``,
@@ -526,6 +538,9 @@ class SwitchConfig:
     mc_receive: list | None = None
     mc_overlay: list | None = None
     hc_monitors: list | None = None
+    n_rgroups: int = 64
+    reduce_dtypes: tuple = DTYPE_NAMES
+    reduce_buffer_beats: int = 512
 
     def __post_init__(self):
         if self.n_ports < 1:
@@ -684,7 +699,7 @@ _SOP, _FWD, _DISCARD = "sop", "fwd", "discard"
 class _IngressState:
     """Framing state of one ingress port."""
     __slots__ = ("mode", "k", "n_beats", "payload_bytes", "copies", "mcast", "beats", "hdr",
-                 "pfx")
+                 "pfx", "contribution")
 
     def __init__(self):
         self.mode = _SOP      # expecting a start of packet (after reset or a last)
@@ -693,6 +708,7 @@ class _IngressState:
         self.payload_bytes = 0  # B
         self.copies = ()      # (egress, header) of every copy of the packet being forwarded
         self.mcast = False    # the packet being forwarded is multicast
+        self.contribution = False   # an accepted reduction contribution (committed at its end)
         self.beats: list[Beat] = []
         self.hdr = 0
         self.pfx = 0
@@ -721,6 +737,11 @@ class SwitchModel:
         Per ``hc_monitor[k]``, ``{"packets": ..., "copies": ...}``: multicast packets of the
         watched group forwarded, and their copies (|D| each), counted when the packet's first
         beat passes every check.
+    inc : models.inc_model.IncModel
+        The reduction engine: arm groups with :meth:`arm_rgroup`. Its notices are expected
+        packets of source N (``expected[(N, p)]``); its results are matched as byte streams
+        (:meth:`IncModel.match_result`), because the engine cuts them into packets as timing
+        allows.
     errors : list[ErrorRecord]
         Every error (all reasons but MSG_LOCAL) in the order the model saw them, as
         ``(port, DropReason, hdr, pfx)``; the header/prefix are those of the offending packet's
@@ -738,14 +759,18 @@ class SwitchModel:
         counters and error log cleared."""
         n = self.config.n_ports
         self._state = [_IngressState() for _ in range(n)]
+        # Source n is the reduction engine (its notices; docs/reduction-engine.md section 6).
         self.expected: dict[tuple[int, int], collections.deque] = {
-            (s, d): collections.deque() for s in range(n) for d in range(n)}
+            (s, d): collections.deque() for s in range(n + 1) for d in range(n)}
         self.counters: dict[int, dict[str, int]] = {
             p: dict.fromkeys(COUNTER_NAMES, 0) for p in range(n)}
         self.monitor_counters: list[dict[str, int]] = [
             {"packets": 0, "copies": 0} for _ in range(N_HC_MONITORS)]
         self.errors: list[ErrorRecord] = []
         self._err_status_from = 0
+        cfg = self.config
+        self.inc = IncModel(n, cfg.data_width, cfg.max_payload, cfg.n_rgroups,
+                            cfg.reduce_dtypes, cfg.reduce_buffer_beats)
 
     @property
     def err_count(self) -> int:
@@ -772,12 +797,25 @@ class SwitchModel:
         return self._state[port].mode != _SOP
 
     def pending(self) -> int:
-        """Number of expected packets not yet consumed by :meth:`match_egress`."""
-        return sum(len(q) for q in self.expected.values())
+        """Number of expected packets not yet consumed by :meth:`match_egress`, plus the
+        number of reduction result bytes due and not delivered."""
+        return sum(len(q) for q in self.expected.values()) + self.inc.pending()
+
+    def arm_rgroup(self, group: int, cfg: RGroup):
+        """Model of writing ``rgroup[group].ctrl`` with enable = 1 (after the other registers
+        of ``cfg``): returns the ``RGroupConfigError`` (NONE when the group is active)."""
+        return self.inc.arm(group, cfg)
+
+    def abort_rgroup(self, group: int) -> None:
+        """The engine's timeout aborted ``group``'s operation: expect its abort notices."""
+        for port, offset, notice in self.inc.abort(group):
+            self._notice(port, offset, notice)
 
     def describe_pending(self, limit: int = 10) -> str:
         """Readable list of (up to ``limit``) leftover expected packets."""
         lines = []
+        if self.inc.pending():
+            lines.append(f"{self.inc.pending()} reduction result bytes not delivered")
         for (s, d), q in self.expected.items():
             for i, p in enumerate(q):
                 if len(lines) >= limit:
@@ -844,8 +882,9 @@ class SwitchModel:
         if d.route == "unsupported":
             return self._drop(port, st, beat, DropReason.UNSUPPORTED, ur=d.kind == "np")
         desc = sf_descriptor(beat.pfx)
-        if desc is not None and (desc.kind == SfKind.INC or (desc.hypercast and not _is_mwr(d))):
+        if desc is not None and (desc.kind == SfKind.INC or desc.hypercast) and not _is_mwr(d):
             return self._drop(port, st, beat, DropReason.UNSUPPORTED, ur=d.kind == "np")
+        contribution = desc is not None and desc.kind == SfKind.INC
         # 5. length; a multicast write must also fit a virtual output queue
         if d.has_data and d.payload_bytes > cfg.max_payload:
             return self._drop(port, st, beat, DropReason.LENGTH)
@@ -853,6 +892,8 @@ class SwitchModel:
                 and payload_beats(d.payload_bytes, cfg.data_width) > cfg.voq_depth):
             return self._drop(port, st, beat, DropReason.LENGTH)
         # 6. routing: multicast (section 8.3), else unicast
+        if contribution:
+            return self._contribution(port, st, beat, d)
         if d.route == "local":
             self.counters[port]["msg_local"] += 1
             st.mode = _SOP if beat.last else _DISCARD
@@ -894,6 +935,46 @@ class SwitchModel:
             st.mode, st.k = _FWD, 1
         return None
 
+    def _contribution(self, port: int, st: _IngressState, beat: Beat, d: Decoded) -> None:
+        """A memory write with an INC descriptor goes to the reduction engine
+        (docs/reduction-engine.md sections 4-6). Once its first beat passes the ingress's
+        framing checks, the engine accepts it (its data counts when its last beat is in,
+        unless the ingress cuts it short) or rejects it with a notice to the sender; the
+        ingress checks the later beats either way."""
+        e = payload_beats(d.payload_bytes, self.config.data_width)
+        if beat.keep != keep_for_beat(d.payload_bytes, self.config.data_width, 0):
+            return self._drop(port, st, beat, DropReason.KEEP)
+        if beat.last and e > 1:
+            return self._drop(port, st, beat, DropReason.TRUNCATED)
+        if not beat.last and e == 1:
+            return self._drop(port, st, beat, DropReason.OVERLONG)
+        reason, notify_offset = self.inc.check(port, beat.hdr, beat.pfx)
+        if reason is not None:
+            self._record_error(port, reason, beat.hdr, beat.pfx)
+            self._notice(port, notify_offset, self.inc.rejection_notice(reason, beat.pfx))
+        st.contribution = reason is None
+        st.copies, st.mcast = (), False
+        st.n_beats, st.payload_bytes = e, d.payload_bytes
+        st.beats = [beat]
+        if beat.last:
+            self._deliver(port, st)
+        else:
+            st.mode, st.k = _FWD, 1
+        return None
+
+    def _notice(self, port: int, offset: int, notice: int) -> None:
+        """Expect a one-DW engine notice at ``port``'s window offset ``offset``."""
+        self._append(self.config.n_ports, port, Packet((Beat(
+            notice, 0xF, True, True, self._engine_hdr(port, offset, 1), 0, False),)))
+
+    def _engine_hdr(self, port: int, offset: int, length: int) -> int:
+        """Header of a packet the reduction engine sends to ``port``: an MWr at ``offset``
+        into the receiver's window (offsets from 0 when it has none)."""
+        window = self.config.receiver_window(port)
+        base = window.base if window is not None else 0
+        return mwr_hdr((base + offset) & _MASK64, length,
+                       requester_id=self.config.completer_id)
+
     def _later_beat(self, port: int, st: _IngressState, beat: Beat) -> None:
         cfg, k = self.config, st.k
         reason = None
@@ -923,6 +1004,11 @@ class SwitchModel:
         """Append the finished (or cut-short) packet: one copy per destination, each with its
         own header on the first beat and the same beats otherwise."""
         first, rest = st.beats[0], tuple(st.beats[1:])
+        if st.contribution:
+            st.contribution = False
+            if not st.beats[-1].err:
+                self.inc.commit(port, st.hdr, st.pfx,
+                                split_beats_payload(st.beats, self.config.data_width))
         for dst, hdr in st.copies:
             beats = (dataclasses.replace(first, hdr=hdr),) + rest
             self._append(port, dst, Packet(beats), mcast=st.mcast)
@@ -1064,6 +1150,31 @@ class SwitchModel:
 
     # -- egress scoreboard ---------------------------------------------------------------------
 
+    def _match_result(self, port: int, packet: Packet) -> str | None:
+        """Take ``packet`` as the next piece of a reduction result stream to ``port``; None
+        when it is one (counted at the egress), else why not."""
+        d = decode_header(packet.hdr)
+        if packet.err or not _is_mwr(d) or packet.pfx:
+            return "not an error-free MWr without prefix"
+        if field_get(packet.hdr >> 32 & 0xFFFFFFFF, REQ_DW1, "requester_id") != \
+                self.config.completer_id:
+            return "its Requester ID is not the switch's"
+        payload = split_beats_payload(packet.beats, self.config.data_width)
+        nbytes = d.payload_bytes
+        expect = mwr_hdr(d.address, nbytes // 4, requester_id=self.config.completer_id)
+        if packet.hdr != expect or len(payload) != nbytes:
+            return "its header or length is not that of an engine result"
+        window = self.config.receiver_window(port)
+        group, why = self.inc.match_result(port, d.address, nbytes, payload,
+                                           window.base if window is not None else 0)
+        if group is None:
+            return why
+        c = self.counters[port]
+        c["tx_packets"] += 1
+        c["tx_beats"] += len(packet.beats)
+        c["tx_bytes"] += nbytes
+        return None
+
     def match_egress(self, dst_port: int, packet: Packet) -> int:
         """Consume a packet delivered at egress ``dst_port``; return its source port.
 
@@ -1086,21 +1197,25 @@ class SwitchModel:
         if not 0 <= dst_port < n:
             raise ValueError(f"egress port {dst_port} out of range")
         heads = []
-        for s in range(n):
+        for s in range(n + 1):
             q = self.expected[(s, dst_port)]
             if q:
                 if q[0] == packet:
                     q.popleft()
                     return s
                 heads.append((s, q))
-        lines = [f"egress {dst_port}: unexpected packet {packet.describe()}"]
+        why = self._match_result(dst_port, packet)
+        if why is None:
+            return n
+        lines = [f"egress {dst_port}: unexpected packet {packet.describe()}",
+                 f"  as a reduction result: {why}"]
         if not heads:
             lines.append("  no packet is expected at this egress")
         for s, q in heads:
             lines.append(f"  head of flow {s}->{dst_port} ({len(q)} queued): {q[0].describe()}")
             lines.append(f"    first difference (got vs expected): "
                          f"{packet.first_difference(q[0])}")
-        for s in range(n):
+        for s in range(n + 1):
             for i, p in enumerate(self.expected[(s, dst_port)]):
                 if i and p == packet:
                     lines.append(f"  ORDER: it equals entry #{i} of flow {s}->{dst_port} "

@@ -21,7 +21,10 @@ def run(*args):
     (["generate", "--voq-depth", "3", "-o", "x.v"], "VOQ depth"),
     (["generate", "--bogus", "-o", "x.v"], "unrecognized arguments: --bogus"),
     (["generate"], "required: -o/--output"),
-    (["bench", "allreduce"], "unknown benchmark"),
+    (["bench", "warp"], "unknown benchmark"),
+    (["bench", "allreduce", "--bytes", "100"], "must be a positive multiple"),
+    (["bench", "allreduce", "--bytes", "lots"], "sizes are integers"),
+    (["bench", "unicast", "--bytes", "64K"], "--bytes is an option of the allreduce"),
     (["bench", "unicast", "--payload-beats", "0"], "--payload-beats must be at least 1"),
     (["frobnicate"], "invalid choice"),
     (["generate", "--ports", "x", "-o", "x.v"], "invalid int value"),
@@ -43,7 +46,8 @@ def test_bad_config_file(tmp_path):
 
 def test_generate_from_config(tmp_path):
     cfg = tmp_path / "sw.toml"
-    cfg.write_text("[switch]\nn_ports = 2\ndata_width = 512\nn_windows = 2\nn_id_routes = 2\n")
+    cfg.write_text("[switch]\nn_ports = 2\ndata_width = 512\nn_windows = 2\nn_id_routes = 2\n"
+                   "n_rgroups = 2\nreduce_dtypes = [\"int8\"]\n")
     out = tmp_path / "sw.v"
     assert main(["generate", "--config", str(cfg), "-o", str(out)]) == 0
     text = out.read_text()

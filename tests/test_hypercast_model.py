@@ -16,7 +16,8 @@ from typing import NamedTuple
 import pytest
 
 from smartfabric.models.formats import (
-    CPL_DW1, DW0, N_HC_MONITORS, CplStatus, DropReason, Fmt, SfKind, field_get, sf_prefix,
+    CPL_DW1, DW0, N_HC_MONITORS, CplStatus, DropReason, Fmt, IncNoticeKind, SfKind, field_get,
+    inc_notice, inc_prefix, sf_prefix,
 )
 from smartfabric.models.switch_model import (
     COUNTER_NAMES, REASON_COUNTER, Beat, ErrorRecord, McRoute, Packet, SfDescriptor,
@@ -159,18 +160,33 @@ class TestDescriptor:
             assert flows(m) == {} and c["ur_sent"] == 0
 
     @pytest.mark.parametrize("hdr,data,ur", [
-        (mwr_hdr(WB(1), 1), 4, False),
         (mrd_hdr(WB(1), 1, requester_id=0x0A0B, tag=7), 0, True),
         (msg_local_hdr(), 0, False),
     ])
-    def test_inc_always_unsupported(self, hdr, data, ur):
-        """8.1: any INC descriptor is UNSUPPORTED (MWr included); UR for non-posted."""
+    def test_inc_on_non_mwr_unsupported(self, hdr, data, ur):
+        """8.1: an INC descriptor on anything but an MWr is UNSUPPORTED; UR for non-posted."""
         m = hc_model()
         pfx = sf_body(SfKind.INC, 0)
         send(m, 2, hdr, payload(data), pfx=pfx)
         assert reasons(m) == [DropReason.UNSUPPORTED]
         assert m.counters[2]["ur_sent"] == int(ur)
         assert list(flows(m)) == ([(2, 2)] if ur else [])
+
+    @pytest.mark.parametrize("length", [1, 5])
+    def test_inc_mwr_goes_to_the_engine(self, length):
+        """An MWr with an INC descriptor is a contribution (docs/reduction-engine.md): with no
+        reduction group armed the engine rejects it (INC_BAD_GROUP) and sends the sender a
+        one-DW notice at offset 0 of its window, from source N (the engine)."""
+        m = hc_model()
+        pfx = inc_prefix(5, "fp32", "sum")
+        send(m, 2, mwr_hdr(0x7000_0000, length), payload(4 * length), pfx=pfx)
+        assert reasons(m) == [DropReason.INC_BAD_GROUP]
+        assert m.counters[2]["drop_inc_bad_group"] == 1
+        (key, pkts), = flows(m).items()
+        assert key == (N, 2) and len(pkts) == 1
+        beat, = pkts[0].beats
+        assert beat.hdr == mwr_hdr(WB(2), 1) and beat.pfx == 0 and beat.keep == 0xF
+        assert beat.data == inc_notice(DropReason.INC_BAD_GROUP, 5, IncNoticeKind.REJECTED)
 
     def test_malformed_precedes_descriptor(self):
         """Section 4 check 4: the Fmt/Type table before the descriptor."""
@@ -188,7 +204,7 @@ class TestDescriptor:
     def test_descriptor_check_precedes_length(self):
         """Section 4: check 4 (descriptor) before check 5 (LENGTH)."""
         m = hc_model()
-        send(m, 0, mwr_hdr(WB(1), 100), payload(400), pfx=sf_body(SfKind.INC, 0))
+        send(m, 0, cpld_hdr(0x0100, 1, 100), payload(400), pfx=sf_body(SfKind.INC, 0))
         send(m, 0, cpld_hdr(0x0100, 1, 100), payload(400), pfx=hc_set(1))
         assert reasons(m) == [DropReason.UNSUPPORTED] * 2
 

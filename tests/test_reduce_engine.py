@@ -803,6 +803,9 @@ CONFIG_CASES = [
     (dict(buf_beats=16), {}, ConfigError.BUFFER),                   # below 2 max payloads
     (dict(buf_beats=0), {}, ConfigError.BUFFER),
     (dict(buf_base=100, buf_beats=32), {}, ConfigError.BUFFER),     # past the memory
+    (dict(buf_base=128 + 64), {}, ConfigError.BUFFER),              # base past the memory
+    (dict(buf_beats=256 + 32), {}, ConfigError.BUFFER),             # would truncate to 32
+    (dict(collective=Collective.REDUCE, root=4 + 1), {}, ConfigError.ROOT),  # would truncate to 1
     (dict(collective=Collective.REDUCESCATTER, size=100), {}, ConfigError.CHUNK),  # 9 el x 4 B
 ]
 

@@ -24,7 +24,7 @@ def rng(request):
 
 @pytest.mark.parametrize("config", [
     {"n_ports": 8}, {"n_ports": 2, "n_windows": 2, "n_id_routes": 2},
-    {"n_ports": 32, "n_windows": 4, "n_id_routes": 64, "n_groups": 4096},
+    {"n_ports": 32, "n_windows": 4, "n_id_routes": 64, "n_groups": 4096, "n_rgroups": 256},
 ])
 def test_addresses_match_rdl_and_block(config):
     model = RegisterModel(**config)
@@ -33,10 +33,12 @@ def test_addresses_match_rdl_and_block(config):
     n_windows = config.get("n_windows", 16)
     n_id_routes = config.get("n_id_routes", 16)
     n_groups = config.get("n_groups", 1024)
-    # 30 single registers (identity, status, multicast window, 4 monitors x 3), then the arrays:
-    # windows, ID routes, per port 25 counters + receive mask + 3 overlay words, group table.
-    assert len(model.registers()) == (30 + 5 * n_windows + n_id_routes + 29 * n_ports
-                                      + n_groups)
+    n_rgroups = config.get("n_rgroups", 64)
+    # 34 single registers (identity, status, multicast window, 4 monitors x 3, reduction
+    # timeout and 3 totals), then the arrays: windows, ID routes, per port 30 counters +
+    # receive mask + 3 overlay words, group table, reduction groups (14 registers each).
+    assert len(model.registers()) == (34 + 5 * n_windows + n_id_routes + 34 * n_ports
+                                      + n_groups + 14 * n_rgroups)
     for path in model.registers():
         node = top.find_by_path(path)
         assert model.address(path) == node.absolute_address, path
@@ -74,7 +76,10 @@ def test_known_addresses():
     assert model.address("port[7].tx_err") == 0x1790
     assert model.is_64bit("port[7].tx_err") and not model.is_64bit("window[3].base_lo")
     assert model.path_at(0x1794) == ("port[7].tx_err", 1)
-    assert model.path_at(0x17C8) is None
+    assert model.path_at(0x17F0) is None
+    assert model.address("inc_timeout") == 0x3F00
+    assert model.address("rgroup[1].ctrl") == 0x4040
+    assert model.address("rgroup[63].aborted") == 0x4FF8 and model.path_at(0x5000) is None
     assert model.address("hc_group[1023]") == 0x8FFC and model.path_at(0x9000) is None
     assert model.fields("root_port") == {"port": (0, 5, 0), "valid": (8, 1, 0)}
     assert model.reset_value("port_enable") == 0xFFFF_FFFF

@@ -11,19 +11,28 @@ import pytest
 
 from smartfabric.hdl.params import SwitchParams
 from smartfabric.verif.simenv import SIMULATORS, simulator_missing
+from smartfabric.models.reduction import DTYPE_NAMES
 from smartfabric.verif.runner import run_test, config_tag
 
 LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
 
 # 4, 8 and 16 ports; the default 8 x 256 configuration runs in `make demo`.
+# Four reduction groups and 256-beat stage memories keep the engine small. The 4- and 8-port
+# configurations build every element type; the 16-port one leaves out fp32 and bf16, whose
+# 16-input exact accumulators (283 and 267 bits per element) would take 6.5 minutes of
+# Amaranth elaboration and 44 MB of Verilog, longer than the rest of its tests together.
+_ENGINE = dict(n_rgroups=4, reduce_buffer_beats=256)
+_NARROW_DTYPES = tuple(d for d in DTYPE_NAMES if d not in ("fp32", "bf16"))
 CONFIGS = [
-    SwitchParams(n_ports=4, data_width=128, max_payload=512),
-    SwitchParams(n_ports=8, data_width=64, max_payload=256),
-    SwitchParams(n_ports=16, data_width=64, max_payload=128, voq_depth=4),
+    SwitchParams(n_ports=4, data_width=128, max_payload=512, **_ENGINE),
+    SwitchParams(n_ports=8, data_width=64, max_payload=256, **_ENGINE),
+    SwitchParams(n_ports=16, data_width=64, max_payload=128, voq_depth=4,
+                 reduce_dtypes=_NARROW_DTYPES, **_ENGINE),
 ]
 
 SWITCH = "smartfabric.verif.test_switch"
 HYPERCAST = "smartfabric.verif.test_hypercast"
+REDUCE = "smartfabric.verif.test_reduce"
 
 # (module, testcase, packets per port per pattern on each simulator)
 TESTS = [
@@ -37,15 +46,28 @@ TESTS = [
     (HYPERCAST, "hypercast_group_update_race", {"verilator": 1, "icarus": 1}),
     (HYPERCAST, "hypercast_blocked_egress", {"verilator": 1, "icarus": 1}),
     (HYPERCAST, "hypercast_bad_input", {"verilator": 1, "icarus": 1}),
+    # reduce_random: 0 = every element type x operation of the build, k = k random ones
+    # (Icarus: all of them at 4 ports, a random dozen / half dozen at 8 / 16 ports)
+    (REDUCE, "reduce_random", {"verilator": 0, "icarus": {4: 0, 8: 12, 16: 6}}),
+    (REDUCE, "reduce_bad_input", {"verilator": 1, "icarus": 1}),
+    (REDUCE, "reduce_timeout", {"verilator": 1, "icarus": 1}),
+]
+
+# Only on the first configuration (every element type, the widest beats): elements per type.
+VOLUME_TESTS = [
+    (REDUCE, "reduce_volume", {"verilator": 100_000, "icarus": 1_500}),
 ]
 
 
 def _cases():
     for sim in SIMULATORS:
-        for params in CONFIGS:
-            for module, test, packets in TESTS:
+        for k, params in enumerate(CONFIGS):
+            for module, test, packets in TESTS + (VOLUME_TESTS if k == 0 else []):
                 group = f"{sim}_{config_tag(params)}"
-                yield pytest.param(sim, params, module, test, packets[sim],
+                count = packets[sim]
+                if isinstance(count, dict):
+                    count = count[params.n_ports]
+                yield pytest.param(sim, params, module, test, count,
                                    id=f"{sim}-n{params.n_ports}w{params.data_width}-{test}",
                                    marks=[pytest.mark.sim, pytest.mark.xdist_group(name=group)])
 
@@ -56,12 +78,14 @@ def test_switch(sim, params, module, test, packets):
     if reason:
         pytest.skip(reason)
     extra = {}
-    if sim == "icarus":
+    if sim == "icarus" and module != REDUCE:
         packets = max(1, packets * 8 // params.n_ports)   # Icarus is ~10x slower
         if module == HYPERCAST:
             extra["SMARTFABRIC_SCALE"] = "0.5"
     if LONG:
-        packets *= 20
+        # reduce_volume on Verilator: 10 million elements per element type (hours)
+        volume = test == "reduce_volume" and sim == "verilator"
+        packets = 10_000_000 if volume else packets * 20
         extra.pop("SMARTFABRIC_SCALE", None)
     run_test(params, sim, test, module=module,
              extra_env={"SMARTFABRIC_PACKETS": str(packets), **extra})

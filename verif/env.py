@@ -120,9 +120,12 @@ class SwitchEnv:
                                    id_routes=self._pad(self.plan.id_routes(), params.n_id_routes,
                                                        (0, 0, 0, False)),
                                    root_port=0, completer_id=0x0000, n_groups=params.n_groups,
-                                   voq_depth=params.voq_depth)
+                                   voq_depth=params.voq_depth, n_rgroups=params.n_rgroups,
+                                   reduce_dtypes=params.reduce_dtypes,
+                                   reduce_buffer_beats=params.reduce_buffer_beats)
         self.model = SwitchModel(self.config)
-        self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups)
+        self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups,
+                                      params.n_rgroups)
         self.ports = None
         self.regs = None
         self.delivered = 0

@@ -9,6 +9,7 @@ from cocotb_tools.runner import Verilator, get_runner
 
 from .simenv import setup_environment, simulator_missing
 from ..hdl.params import SwitchParams
+from ..models.reduction import DTYPE_NAMES
 from ..synth.verilog import write_verilog, TOP_NAME
 
 __all__ = ["config_tag", "build", "run_test"]
@@ -19,7 +20,8 @@ REPO = Path(__file__).resolve().parent.parent
 def config_tag(params: SwitchParams):
     return (f"n{params.n_ports}_w{params.data_width}_mps{params.max_payload}"
             f"_q{params.voq_depth}_win{params.n_windows}_id{params.n_id_routes}"
-            f"_g{params.n_groups}")
+            f"_g{params.n_groups}_rg{params.n_rgroups}_rb{params.reduce_buffer_beats}"
+            f"_t{sum(1 << DTYPE_NAMES.index(d) for d in params.reduce_dtypes):x}")
 
 
 def _waves():

@@ -98,7 +98,9 @@ async def hypercast_random(dut):
                 group = rng.randrange(env.config.mc_num_group + 1)
                 beats = mc.to_mc_window(src, group, nbytes, spill=spill)
             else:
-                kind = rng.choice([SfKind.HC_SET, SfKind.INC])       # UNSUPPORTED (+ UR)
+                # UNSUPPORTED (+ UR) on a read; an INC write goes to the reduction engine,
+                # which rejects it (no group armed) and notifies the sender
+                kind = rng.choice([SfKind.HC_SET, SfKind.INC])
                 pfx = sf_prefix(kind, mask=mc.mask_of(mc.random_set(src)))
                 beats = mc.write(src, mc.window_address(rng.randrange(n), 64), 64, pfx,
                                  read=rng.random() < 0.5)
@@ -285,7 +287,9 @@ def _bad_multicast(env, mc, src):
         ("Hypercast prefix on a read: UR", DropReason.UNSUPPORTED,
          mc.write(src, mc.window_address(others[0], 16), 16,
                   sf_prefix(SfKind.HC_SET, mask=mc.mask_of(others[:1])), read=True)),
-        ("in-network-compute descriptor", DropReason.UNSUPPORTED,
+        ("in-network-compute descriptor on a read: UR", DropReason.UNSUPPORTED,
+         mc.write(src, mc.window_address(others[0], 16), 16, sf_prefix(SfKind.INC), read=True)),
+        ("contribution to a reduction group that is not armed", DropReason.INC_BAD_GROUP,
          mc.write(src, mc.window_address(others[0], 16), 16, sf_prefix(SfKind.INC))),
         ("set naming a disabled port", DropReason.PORT_DISABLED,
          mc.to_set(src, [others[-1]], 8)),

@@ -81,16 +81,26 @@ class _Watch:
         self.env = env
         self.rx = [0] * n
         self.tx = [0] * n
+        self.rx_bytes = [0] * n         # payload bytes accepted per ingress
+        self.tx_bytes = [0] * n         # payload bytes delivered per egress
+        self.tx_packets = [0] * n
         self.last = 0
+        self.deliveries = []            # (cycle, port, beats) when ``log`` is set
+        self.log = False
         env.ports.on_ingress.append(self._rx)
         env.ports.on_egress.append(self._tx)
 
     def _rx(self, port, beat):
         self.rx[port] += 1
+        self.rx_bytes[port] += bin(beat.keep).count("1")
 
     def _tx(self, port, packet):
         self.tx[port] += len(packet)
+        self.tx_bytes[port] += sum(bin(b.keep).count("1") for b in packet.beats)
+        self.tx_packets[port] += 1
         self.last = self.env.ports.cycle
+        if self.log:
+            self.deliveries.append((self.last, port, len(packet)))
 
     async def timed(self, send):
         """Cycles from queuing ``send()``'s traffic to its last delivery; beats per port."""
@@ -279,3 +289,146 @@ async def multicast_bench(dut):
     result["packets_checked"] = env.delivered
     with open(os.environ["SMARTFABRIC_RESULT"], "w") as f:
         json.dump(result, f)
+
+
+def _sizes_from_env(params):
+    sizes = [int(x) for x in os.environ.get("SMARTFABRIC_BYTES", "65536").split(",")]
+    n, lanes = params.n_ports, params.data_width // 8
+    for size in sizes:
+        if size <= 0 or size % (n * lanes):
+            raise ValueError(f"--bytes {size}: must be a positive multiple of ports x beat "
+                             f"bytes ({n} x {lanes} = {n * lanes})")
+    return sizes
+
+
+async def _engine_collective(env, red, watch, collective, size, nrng, dtype):
+    """One AllReduce / ReduceScatter of ``size`` bytes per member through the engine, every
+    port a member, results checked by the scoreboard. Cycles from queuing the contributions
+    to the last result delivered; payload bytes in and out per port; result beats per cycle
+    at port 0 from its first result to its last."""
+    from ..models.formats import Collective
+    from .reduction import operands
+    n = env.params.n_ports
+    esize = 2 if dtype in ("bf16", "fp16", "int16", "uint16") else \
+        1 if dtype.startswith(("fp8", "int8", "uint8")) else 4
+    cfg = red.random_group(0, dtype, "sum", (1 << n) - 1, size, 0,
+                           env.params.reduce_buffer_beats, collective=collective)
+    cfg.collective = collective
+    await red.arm(0, cfg)
+    rows = operands(nrng, dtype, n, size // esize)
+    packets = [red.round_packets(p, 0, cfg, rows[p].tobytes(), max_bytes=env.params.max_payload)
+               for p in range(n)]
+    # every write a maximum payload: the split is random only in its last piece
+    out0, in0 = list(watch.rx_bytes), list(watch.tx_bytes)
+    watch.deliveries.clear()
+    watch.log = True
+
+    def send():
+        for p in range(n):
+            for pkt in packets[p]:
+                env.send_beats(p, pkt)
+    cycles, _, _ = await watch.timed(send)
+    watch.log = False
+    await red.disarm(0)
+    at0 = [(c, b) for c, port, b in watch.deliveries if port == 0]
+    rate = (sum(b for _, b in at0[1:]) / (at0[-1][0] - at0[0][0])
+            if len(at0) > 1 and at0[-1][0] > at0[0][0] else None)
+    return (cycles, max(a - b for a, b in zip(watch.rx_bytes, out0)),
+            max(a - b for a, b in zip(watch.tx_bytes, in0)), rate)
+
+
+async def _ring_collective(env, watch, size, steps):
+    """The endpoints' ring over unicast on the same switch: ``steps`` steps (N-1 for a
+    ReduceScatter, 2(N-1) for an AllReduce), each port sending a chunk of size/N bytes to
+    the next port per step. Pipelined at packet granularity (the strongest ring): piece j of
+    step k leaves as soon as piece j of step k-1 has arrived; the endpoints' additions take
+    no time. Cycles from the start to the last delivery; payload bytes per port."""
+    n, mps = env.params.n_ports, env.params.max_payload
+    chunk = size // n
+    pieces = [min(mps, chunk - o) for o in range(0, chunk, mps)]
+    per_step = len(pieces)
+    received = [0] * n
+    env.ports.on_egress.append(lambda port, packet: received.__setitem__(port,
+                                                                         received[port] + 1))
+    out0, in0 = list(watch.rx_bytes), list(watch.tx_bytes)
+    start = env.ports.cycle
+    total = steps * per_step
+
+    async def endpoint(p):
+        dst = (p + 1) % n
+        for i in range(total):
+            while received[p] < i - per_step + 1:
+                await RisingEdge(env.dut.clk)
+            nbytes = pieces[i % per_step]
+            env.send_tlp(p, env.mem_write(p, dst, nbytes, wide=False))
+    tasks = [cocotb.start_soon(endpoint(p)) for p in range(n)]
+    for t in tasks:
+        await t
+    await env.drain()
+    env.ports.on_egress.pop()
+    return (watch.last - start, max(a - b for a, b in zip(watch.rx_bytes, out0)),
+            max(a - b for a, b in zip(watch.tx_bytes, in0)))
+
+
+@cocotb.test()
+async def allreduce_bench(dut):
+    """AllReduce and ReduceScatter through the reduction engine against a ring over unicast
+    on the same switch, for each size in SMARTFABRIC_BYTES (bytes per member)."""
+    import numpy as np
+    from ..models.formats import Collective
+    from .reduction import Reduction
+    params = params_from_env()
+    env = SwitchEnv(dut, params, seed_from_env(1))
+    await env.start()
+    env.answer_reads = False
+    env.ports.set_gap(0.0)
+    env.ports.set_ready(1.0)
+    await env.regs.write("inc_timeout", 0)
+    red = Reduction(env)
+    watch = _Watch(env)
+    nrng = np.random.default_rng(env.seed)
+    n = params.n_ports
+    dtype = os.environ.get("SMARTFABRIC_DTYPE") or (
+        "bf16" if "bf16" in params.reduce_dtypes else params.reduce_dtypes[0])
+    result = {"ports": n, "data_width": params.data_width, "max_payload": params.max_payload,
+              "reduce_buffer_beats": params.reduce_buffer_beats, "dtype": dtype, "op": "sum",
+              "seed": env.seed, "sizes": []}
+    checked = 0
+    for size in _sizes_from_env(params):
+        entry = {"bytes": size}
+        for name, collective, steps in (("allreduce", Collective.ALLREDUCE, 2 * (n - 1)),
+                                        ("reducescatter", Collective.REDUCESCATTER, n - 1)):
+            e_cycles, e_out, e_in, rate = await _engine_collective(
+                env, red, watch, collective, size, nrng, dtype)
+            r_cycles, r_out, r_in = await _ring_collective(env, watch, size, steps)
+            if name == "allreduce":
+                theory_speedup = 2 * (n - 1) / n
+                theory_io = 1 - n / (2 * (n - 1))
+            else:
+                theory_speedup = (n - 1) / n
+                theory_io = 1 - (n + 1) / (2 * (n - 1))
+            entry[name] = {
+                "engine_cycles": e_cycles, "ring_cycles": r_cycles,
+                "speedup_vs_ring": round(r_cycles / e_cycles, 4),
+                "theoretical_speedup": round(theory_speedup, 4),
+                "speedup_fraction_of_theory": round(r_cycles / e_cycles / theory_speedup, 4),
+                "engine_bytes_out_per_port": e_out, "engine_bytes_in_per_port": e_in,
+                "ring_bytes_out_per_port": r_out, "ring_bytes_in_per_port": r_in,
+                "io_reduction": round(1 - (e_out + e_in) / (r_out + r_in), 4),
+                "theoretical_io_reduction": round(theory_io, 4),
+                "engine_result_beats_per_cycle": round(rate, 4) if rate else None,
+            }
+        entry["elements_checked"] = env.model.inc.elements_checked - checked
+        checked = env.model.inc.elements_checked
+        result["sizes"].append(entry)
+    await _check_engine_idle(env)
+    await env.check_counters()
+    result["packets_checked"] = env.delivered
+    with open(os.environ["SMARTFABRIC_RESULT"], "w") as f:
+        json.dump(result, f)
+
+
+async def _check_engine_idle(env):
+    for g in range(env.params.n_rgroups):
+        got = await env.regs.read(f"rgroup[{g}].completed")
+        assert got == env.model.inc.completed[g], f"rgroup[{g}].completed {got}"

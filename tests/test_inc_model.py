@@ -1,0 +1,194 @@
+"""The switch model's reduction engine (models/inc_model.py): arming checks, contribution
+checks in the documented order, result streams cut at any beat boundary, aborts."""
+
+import numpy as np
+import pytest
+
+from smartfabric.models import tlp_build as tb
+from smartfabric.models.formats import (
+    Collective, DropReason, IncNoticeKind, RGroupConfigError, inc_notice, inc_prefix,
+)
+from smartfabric.models.inc_model import IncModel, RGroup, result_receivers
+from smartfabric.models.reduction import reduce
+from smartfabric.models.switch_model import SwitchConfig, SwitchModel
+
+W = 64
+LANES = W // 8
+BASE = 0x1_0000_0000
+DEFAULT_SEED = 20261124
+
+
+def _model(**kw):
+    return IncModel(4, W, 128, n_rgroups=8, buffer_beats=256, **kw)
+
+
+def _group(**kw):
+    fields = dict(members=0b0111, elem_type="int32", op="sum", base=BASE, size=256, buf_base=0,
+                  buf_beats=64, result_offset=0x1000, notify_offset=0x2000)
+    fields.update(kw)
+    return RGroup(**fields)
+
+
+def _hdr(address, nbytes, **kw):
+    return tb.mwr_hdr(address, nbytes // 4, **kw)
+
+
+@pytest.mark.parametrize("change,cause", [
+    (dict(members=0), RGroupConfigError.NO_MEMBERS),
+    (dict(members=0b10000), RGroupConfigError.NO_MEMBERS),      # only a port that is not there
+    (dict(collective=3), RGroupConfigError.COLLECTIVE),
+    (dict(collective=Collective.REDUCE, root=3), RGroupConfigError.ROOT),
+    (dict(collective=Collective.REDUCE, root=4), RGroupConfigError.ROOT),
+    (dict(elem_type="fp32", op="xor"), RGroupConfigError.TYPE_OP),
+    (dict(elem_type=11), RGroupConfigError.TYPE_OP),
+    (dict(op=6), RGroupConfigError.TYPE_OP),
+    (dict(size=0), RGroupConfigError.SIZE),
+    (dict(size=258), RGroupConfigError.SIZE),
+    (dict(base=BASE + 2), RGroupConfigError.ALIGN),
+    (dict(notify_offset=1), RGroupConfigError.ALIGN),
+    (dict(buf_beats=48), RGroupConfigError.BUFFER),
+    (dict(buf_beats=16), RGroupConfigError.BUFFER),             # minimum is 32 (128 B / 8 + 1)
+    (dict(buf_base=224), RGroupConfigError.BUFFER),
+    (dict(collective=Collective.REDUCESCATTER, size=3 * 3 * 4), RGroupConfigError.CHUNK),
+    (dict(collective=Collective.REDUCESCATTER, size=8 * 3), RGroupConfigError.NONE),
+    (dict(collective=Collective.REDUCESCATTER, members=1, size=12), RGroupConfigError.NONE),
+    ({}, RGroupConfigError.NONE),
+])
+def test_arming_checks(change, cause):
+    m = _model()
+    assert m.arm(3, _group(**change)) == cause
+    assert m.status[3] == (cause == RGroupConfigError.NONE, int(cause))
+    assert m.config_errors == int(cause != RGroupConfigError.NONE)
+
+
+def test_type_not_built_fails_to_arm():
+    m = _model(reduce_dtypes=("int32",))
+    assert m.arm(0, _group(elem_type="fp16")) == RGroupConfigError.TYPE_OP
+
+
+def test_contribution_checks_in_order():
+    m = _model()
+    m.arm(2, _group())
+    pfx = inc_prefix(2, "int32", "sum")
+    rid = 0x100
+    cases = [
+        (0, _hdr(BASE, 16), inc_prefix(5, "int32", "sum"), DropReason.INC_BAD_GROUP),
+        (0, _hdr(BASE, 16), inc_prefix(200, "int32", "sum"), DropReason.INC_BAD_GROUP),
+        (3, _hdr(BASE, 16), pfx, DropReason.INC_NOT_MEMBER),
+        (3, _hdr(BASE, 16), inc_prefix(2, "fp32", "sum"), DropReason.INC_NOT_MEMBER),
+        (0, _hdr(BASE, 16), inc_prefix(2, "fp32", "sum"), DropReason.INC_MISMATCH),
+        (0, _hdr(BASE, 16), inc_prefix(2, "int32", "max"), DropReason.INC_MISMATCH),
+        (0, _hdr(BASE - 4, 16), pfx, DropReason.INC_OUTSIDE),
+        (0, _hdr(BASE + 248, 16), pfx, DropReason.INC_OUTSIDE),
+        (0, tb.mwr_hdr(BASE, 4, first_be=0x7, requester_id=rid), pfx, DropReason.INC_OUTSIDE),
+        (0, tb.mwr_hdr(BASE, 1, last_be=0xF), pfx, DropReason.INC_OUTSIDE),
+        (0, _hdr(BASE + 4, 16), pfx, DropReason.INC_OFFSET),
+        (0, _hdr(BASE, 16), pfx, None),
+    ]
+    for port, hdr, p, reason in cases:
+        got, notify = m.check(port, hdr, p)
+        assert got == reason, (port, hex(hdr), reason)
+        assert notify == (0 if reason == DropReason.INC_BAD_GROUP else 0x2000)
+    m.commit(0, _hdr(BASE, 16), pfx, bytes(16))
+    assert m.check(0, _hdr(BASE, 16), pfx)[0] == DropReason.INC_OFFSET      # duplicate
+    assert m.check(0, _hdr(BASE + 16, 112), pfx)[0] is None
+    assert m.check(0, _hdr(BASE + 16, 132), pfx)[0] == DropReason.INC_OUTSIDE   # > max payload
+    assert m.rejection_notice(DropReason.INC_OFFSET, pfx) == \
+        inc_notice(DropReason.INC_OFFSET, 2, IncNoticeKind.REJECTED)
+
+
+def _feed(m, g, cfg, rows, cuts):
+    """Commit every member's row in writes of the given sizes."""
+    pfx = inc_prefix(g, cfg.elem_type, cfg.op)
+    for p, row in zip(cfg.member_ports(), rows):
+        data, off = row.tobytes(), 0
+        for n in cuts:
+            assert m.check(p, _hdr(cfg.base + off, n), pfx)[0] is None
+            m.commit(p, _hdr(cfg.base + off, n), pfx, data[off:off + n])
+            off += n
+
+
+@pytest.mark.parametrize("collective", list(Collective))
+def test_results_match_in_any_burst_cut(collective, seed):
+    rng = np.random.default_rng(seed)
+    m = _model()
+    cfg = _group(collective=collective, root=1, size=24 * 4)     # 24 elements, 3 chunks of 8
+    assert m.arm(1, cfg) == RGroupConfigError.NONE
+    rows = rng.integers(0, 1 << 32, size=(3, 24), dtype=np.uint32)
+    _feed(m, 1, cfg, rows, [40, 56])
+    want = reduce("int32", "sum", rows).astype("<u4").tobytes()
+    assert m.pending() == sum(b - a for _, a, b in result_receivers(cfg, 24))
+    for port, start, end in result_receivers(cfg, 24):
+        wbase = 0x8000_0000 + port * 0x100_0000
+        off = start
+        # a wrong payload, a wrong address, then the right pieces in beat-aligned bursts
+        bad = bytearray(want[off:off + LANES])
+        bad[3] ^= 1
+        g, why = m.match_result(port, wbase + 0x1000 + off, LANES, bytes(bad), wbase)
+        assert g is None and "differs at byte" in why
+        g, why = m.match_result(port, wbase + 0x1000 + off + LANES, LANES,
+                                want[off + LANES:off + 2 * LANES], wbase)
+        assert g is None and "expects its next result" in why
+        while off < end:
+            n = min(end - off, LANES * int(rng.integers(1, 4)))
+            assert m.match_result(port, wbase + 0x1000 + off, n, want[off:off + n], wbase) \
+                == (1, "")
+            off += n
+    assert m.pending() == 0
+    assert m.completed[1] == 1
+
+
+def test_result_before_all_members_is_an_error():
+    m = _model()
+    cfg = _group(size=64)
+    m.arm(0, cfg)
+    pfx = inc_prefix(0, "int32", "sum")
+    for p in (0, 1):
+        m.commit(p, _hdr(BASE, 64), pfx, bytes(64))
+    g, why = m.match_result(0, 0x1000, 8, bytes(8), 0)
+    assert g is None and "before every member sent them" in why
+
+
+def test_abort_notices_and_fresh_round():
+    m = _model()
+    cfg = _group(size=64)
+    m.arm(4, cfg)
+    pfx = inc_prefix(4, "int32", "sum")
+    m.commit(0, _hdr(BASE, 32), pfx, bytes(32))
+    notices = m.abort(4)
+    assert notices == [(p, 0x2000, inc_notice(0, 4, IncNoticeKind.ABORTED)) for p in (0, 1, 2)]
+    assert m.check(0, _hdr(BASE + 32, 32), pfx)[0] == DropReason.INC_OFFSET
+    assert m.check(0, _hdr(BASE, 32), pfx)[0] is None
+    assert m.aborted[4] == 1 and m.pending() == 0
+
+
+def test_switch_model_contribution_path():
+    """Through SwitchModel: a rejected contribution becomes a notice from source N, counted;
+    accepted ones count and their result is matched as a stream."""
+    n = 4
+    windows = [(0x8000_0000 + p * 0x100_0000, 0x80FF_FFFF + p * 0x100_0000, p, True)
+               for p in range(n)]
+    sm = SwitchModel(SwitchConfig(n_ports=n, data_width=W, max_payload=128, windows=windows,
+                                  n_rgroups=8, reduce_buffer_beats=256))
+    cfg = _group(members=0b11, size=32)
+    assert sm.arm_rgroup(0, cfg) == RGroupConfigError.NONE
+    pfx = inc_prefix(0, "int32", "sum")
+    # port 2 is not a member
+    sm.ingress_packet(2, tb.packet_beats(_hdr(BASE, 32), pfx, bytes(32), W))
+    assert sm.counters[2]["drop_inc_not_member"] == 1
+    notice = sm.expected[(n, 2)][0]
+    assert notice.beats[0].data == inc_notice(DropReason.INC_NOT_MEMBER, 0,
+                                              IncNoticeKind.REJECTED)
+    assert tb.hdr_dw(notice.hdr, 2) == 0x8200_2000
+    rows = [bytes(range(32)), bytes(range(32, 64))]
+    for p in (0, 1):
+        sm.ingress_packet(p, tb.packet_beats(_hdr(BASE, 32), pfx, rows[p], W))
+    want = reduce("int32", "sum", np.stack([np.frombuffer(r, "<u4") for r in rows]))
+    for p in (0, 1):
+        base = 0x8000_0000 + p * 0x100_0000
+        packet = tb.packet_beats(tb.mwr_hdr(base + 0x1000, 8), 0, want.astype("<u4").tobytes(),
+                                 W)
+        assert sm.match_egress(p, packet) == n
+    assert sm.counters[0]["tx_bytes"] == 32 and sm.inc.completed[0] == 1
+    with pytest.raises(AssertionError, match="as a reduction result"):
+        sm.match_egress(0, tb.packet_beats(tb.mwr_hdr(0x8000_1000, 8), 0, bytes(32), W))
