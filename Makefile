@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: all demo test verilog synth bench regress-long lint formal docs clean
+.PHONY: all demo test verilog synth reduce-area bench regress-long lint formal docs clean
 
 all: test
 
@@ -32,6 +32,9 @@ formal: $(STAMP)
 
 synth: $(STAMP)
 	$(VENV)/bin/smartfabric synth --ports 8 --data-width 64 --out build/synth
+
+reduce-area: $(STAMP)
+	$(PY) -m smartfabric.synth.reduce_area --inputs 8 --data-width 64 --out build/reduce_area
 
 bench: $(STAMP)
 	$(VENV)/bin/smartfabric bench unicast --ports 8 --data-width 64 --payload-beats 4 --json

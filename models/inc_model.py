@@ -105,21 +105,27 @@ def result_receivers(cfg: RGroup, n_elements: int) -> list[tuple[int, int, int]]
 class _Round:
     """One operation's contributions: per member, the bytes received so far."""
 
-    def __init__(self, members, size):
+    def __init__(self, members, size, lanes):
         self.data = {p: bytearray(size) for p in members}
         self.received = dict.fromkeys(members, 0)
+        self.size = size
+        self.lanes = lanes
         self.result: bytes | None = None            # whole-round result, once complete
         self.pieces: dict[tuple[int, int], bytes] = {}   # results of parts, before that
 
     def available(self) -> int:
-        return min(self.received.values())
+        """Result bytes the engine can have produced: the beats every member has sent whole
+        (section 8), or the whole round once every member has sent all of it."""
+        have = min(self.received.values())
+        return have if have == self.size else have - have % self.lanes
 
 
 class _Group:
     """An armed group: its configuration snapshot and progress."""
 
-    def __init__(self, cfg: RGroup, n_ports: int):
+    def __init__(self, cfg: RGroup, lanes: int):
         self.cfg = dataclasses.replace(cfg)
+        self.lanes = lanes
         self.members = cfg.member_ports()
         self.esize = dtype_info(cfg.dtype).width // 8
         self.n_elements = cfg.size // self.esize
@@ -133,7 +139,7 @@ class _Group:
 
     def round(self, r) -> _Round:
         if r not in self.rounds:
-            self.rounds[r] = _Round(self.members, self.cfg.size)
+            self.rounds[r] = _Round(self.members, self.cfg.size, self.lanes)
         return self.rounds[r]
 
     def complete_rounds(self) -> int:
@@ -232,7 +238,7 @@ class IncModel:
             self.config_errors += 1
             self.status[g] = (False, int(cause))
             return cause
-        self.groups[g] = _Group(cfg, self.n)
+        self.groups[g] = _Group(cfg, self.w // 8)
         self.status[g] = (True, 0)
         return cause
 
@@ -247,7 +253,9 @@ class IncModel:
     def abort(self, g: int) -> list[tuple[int, int, int]]:
         """The timeout aborted group g's operation (section 7): every member back to offset 0
         of a fresh round, data of the unfinished round discarded, one abort notice per member.
-        Returns the notices as ``(port, notify offset, payload DW)``."""
+        Returns the notices as ``(port, notify offset, payload DW)``. Results of the aborted
+        round that had already left the rings are not predicted: a bench aborts only rounds
+        none of whose results can have been produced (a member has sent nothing of it)."""
         grp = self.groups[g]
         self.aborted[g] += 1
         r = grp.complete_rounds()

@@ -192,3 +192,18 @@ def test_switch_model_contribution_path():
     assert sm.counters[0]["tx_bytes"] == 32 and sm.inc.completed[0] == 1
     with pytest.raises(AssertionError, match="as a reduction result"):
         sm.match_egress(0, tb.packet_beats(tb.mwr_hdr(0x8000_1000, 8), 0, bytes(32), W))
+
+
+def test_only_whole_beats_are_due_before_the_round_ends():
+    """A beat is reduced once every member has sent all of it; the round's tail beat once
+    the round is complete."""
+    m = _model()
+    cfg = _group(members=0b11, size=36)                 # 4 beats of 8 bytes and a 4-byte tail
+    m.arm(0, cfg)
+    pfx = inc_prefix(0, "int32", "sum")
+    for p in (0, 1):
+        m.commit(p, _hdr(BASE, 12), pfx, bytes(12))
+    assert m.pending() == 2 * 8                         # one whole beat, to both members
+    for p in (0, 1):
+        m.commit(p, _hdr(BASE + 12, 24), pfx, bytes(24))
+    assert m.pending() == 2 * 36

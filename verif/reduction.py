@@ -12,7 +12,7 @@ from ..models.formats import Collective, RGroupConfigError, inc_prefix
 from ..models.inc_model import RGroup
 from ..models.reduction import DTYPES, FLOAT_OPS, INT_OPS, dtype_info
 
-__all__ = ["operands", "Reduction", "ops_of"]
+__all__ = ["operands", "Reduction", "ops_of", "ARM_CYCLES"]
 
 #: Cycles a bench waits after arming before contributing (arming takes 4 cycles, 38 for a
 #: ReduceScatter: docs/reduction-engine.md section 2).
@@ -113,17 +113,21 @@ class Reduction:
         """Write group ``g``'s registers (``ctrl`` last: that write arms it), arm the model at
         the same moment, check the arming result in ``rgroup[g].status``."""
         regs = self.env.regs
-        for name, value in cfg.registers():
-            if isinstance(value, dict):
-                await regs.write(f"rgroup[{g}].{name}", **value)
-            else:
-                await regs.write(f"rgroup[{g}].{name}", value)
+        await self.write_group(g, cfg)
         cause = self.model.arm_rgroup(g, cfg)
         assert cause == expect, f"model: arming group {g} gives {cause!r}, bench expected {expect!r}"
         await ClockCycles(self.env.dut.clk, ARM_CYCLES)
         status = await regs.read_fields(f"rgroup[{g}].status")
         want = {"active": int(cause == RGroupConfigError.NONE), "cause": int(cause)}
         assert status == want, f"rgroup[{g}].status {status}, expected {want} ({cause.name})"
+
+    async def write_group(self, g, cfg):
+        """Write group ``g``'s registers, ``ctrl`` last (that write arms it)."""
+        for name, value in cfg.registers():
+            if isinstance(value, dict):
+                await self.env.regs.write(f"rgroup[{g}].{name}", **value)
+            else:
+                await self.env.regs.write(f"rgroup[{g}].{name}", value)
 
     async def disarm(self, g):
         await self.env.regs.write(f"rgroup[{g}].ctrl", enable=0)

@@ -53,6 +53,8 @@ class FabricPorts:
         self.tx_stall = [0] * n_ports
         self.cycle = 0
         self.blocked = set()        # egresses whose ready is forced low
+        self.held = set()           # ingresses that start no new packet (valid low at a start)
+        self.stalled = set()        # ingresses whose valid is forced low, even mid-packet
         self._s = [{f: getattr(dut, f"s{p}_{f}") for f in _INGRESS_FIELDS + ("valid", "ready")}
                    for p in range(n_ports)]
         self._m = [{f: getattr(dut, f"m{p}_{f}") for f in _EGRESS_FIELDS + ("valid", "ready")}
@@ -76,6 +78,15 @@ class FabricPorts:
 
     def send(self, port, beats):
         self.queues[port].extend(beats)
+
+    def in_packet(self, port):
+        """The switch has taken part of a packet from this ingress: the beat on offer, or
+        else the next one queued, is not a first beat."""
+        cur = self._current[port]
+        if cur is not None:
+            return not cur.first
+        q = self.queues[port]
+        return bool(q and not q[0].first)
 
     def idle(self):
         """No beat waiting or in flight at any ingress, no partial packet at any egress."""
@@ -103,7 +114,8 @@ class FabricPorts:
                         self.rx_stall[p] += 1
                 if cur is None:
                     q = self.queues[p]
-                    if q and rng.random() >= self.gap_prob[p]:
+                    if (q and p not in self.stalled and not (p in self.held and q[0].first)
+                            and rng.random() >= self.gap_prob[p]):
                         cur = self._current[p] = q.popleft()
                         s["data"].value = cur.data
                         s["keep"].value = cur.keep

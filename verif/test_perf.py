@@ -249,15 +249,22 @@ async def _moe_dispatch(env, mc, watch, tokens, token_bytes, experts=64, top_k=8
     }
 
 
-@cocotb.test()
-async def multicast_bench(dut):
-    from .multicast import Multicast
-    params = params_from_env()
-    env = SwitchEnv(dut, params, seed_from_env(1))
+async def _saturating_env(dut):
+    """A started bench with no gaps, no backpressure and no read answers (seed 1 unless
+    SMARTFABRIC_SEED says otherwise)."""
+    env = SwitchEnv(dut, params_from_env(), seed_from_env(1))
     await env.start()
     env.answer_reads = False
     env.ports.set_gap(0.0)
     env.ports.set_ready(1.0)
+    return env
+
+
+@cocotb.test()
+async def multicast_bench(dut):
+    from .multicast import Multicast
+    env = await _saturating_env(dut)
+    params = env.params
     mc = Multicast(env)
     watch = _Watch(env)
     n = params.n_ports
@@ -377,12 +384,8 @@ async def allreduce_bench(dut):
     import numpy as np
     from ..models.formats import Collective
     from .reduction import Reduction
-    params = params_from_env()
-    env = SwitchEnv(dut, params, seed_from_env(1))
-    await env.start()
-    env.answer_reads = False
-    env.ports.set_gap(0.0)
-    env.ports.set_ready(1.0)
+    env = await _saturating_env(dut)
+    params = env.params
     await env.regs.write("inc_timeout", 0)
     red = Reduction(env)
     watch = _Watch(env)

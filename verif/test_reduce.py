@@ -17,7 +17,7 @@ from ..models.inc_model import RGroup, result_receivers
 from ..models.reduction import DTYPE_NAMES, dtype_info
 from ..models import tlp_build as tb
 from .env import SwitchEnv, params_from_env, seed_from_env
-from .reduction import Reduction, operands, ops_of
+from .reduction import ARM_CYCLES, Reduction, operands, ops_of
 
 SCALE = int(os.environ.get("SMARTFABRIC_PACKETS", "1"))
 
@@ -166,9 +166,11 @@ async def reduce_volume(dut):
         cfg = red.random_group(g, dtype, "sum", everyone, per_round * esize, 0, ring,
                                collective=Collective.ALLREDUCE)
         await red.arm(g, cfg)
-        data = {g: [operands(nrng, dtype, n, per_round) for _ in range(rounds)]}
-        await _run_rounds(env, red, {g: cfg}, data)
-        await env.drain(max_cycles=2_000_000)
+        for first in range(0, rounds, 16):      # 16 rounds at a time: bounded memory
+            batch = [operands(nrng, dtype, n, per_round)
+                     for _ in range(min(16, rounds - first))]
+            await _run_rounds(env, red, {g: cfg}, {g: batch})
+            await env.drain()
         await red.disarm(g)
         dut._log.info(f"{dtype}: {rounds * per_round} elements x {n} members reduced and "
                       f"checked")
@@ -364,12 +366,8 @@ async def reduce_file(dut):
                  buf_base=0, buf_beats=_ring(params, 1), result_offset=0x10_0000,
                  notify_offset=0x8_0000)
     await env.regs.write("inc_timeout", 0)
-    for name, value in cfg.registers():
-        if isinstance(value, dict):
-            await env.regs.write(f"rgroup[0].{name}", **value)
-        else:
-            await env.regs.write(f"rgroup[0].{name}", value)
-    await ClockCycles(dut.clk, 48)
+    await red.write_group(0, cfg)
+    await ClockCycles(dut.clk, ARM_CYCLES)
     status = await env.regs.read_fields("rgroup[0].status")
     if not status["active"]:
         raise AssertionError(f"the group did not arm: status.cause {status['cause']} "
