@@ -59,12 +59,15 @@ VOLUME_TESTS = [
     (REDUCE, "reduce_volume", {"verilator": 100_000, "icarus": 1_500}),
 ]
 
-# Fault campaign (verif/test_faults.py), on the 8-port configuration.
+# Fault campaign (verif/test_faults.py) and soak (verif/test_soak.py: packets offered in
+# all; 1,000,000 on Verilator in make regress-long), on the 8-port configuration.
 FAULTS = "smartfabric.verif.test_faults"
+SOAK = "smartfabric.verif.test_soak"
 FAULT_TESTS = [
     (FAULTS, "fault_stuck_egress", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_ingress_stall", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_port_disabled_mid_packet", {"verilator": 1, "icarus": 1}),
+    (SOAK, "soak_mixed", {"verilator": 2000, "icarus": 400}),
 ]
 
 
@@ -102,11 +105,13 @@ def test_switch(sim, params, module, test, packets):
     if reason:
         pytest.skip(reason)
     extra = {}
-    if sim == "icarus" and module != REDUCE:
+    if sim == "icarus" and module not in (REDUCE, SOAK):
         packets = max(1, packets * 8 // params.n_ports)   # Icarus is ~10x slower
         if module == HYPERCAST:
             extra["SMARTFABRIC_SCALE"] = "0.5"
-    if LONG and not (test == "reduce_volume" and params.data_width == 512):
+    if LONG and test == "soak_mixed" and sim == "verilator":
+        packets = 1_000_000
+    elif LONG and not (test == "reduce_volume" and params.data_width == 512):
         packets *= 20
         extra.pop("SMARTFABRIC_SCALE", None)
     run_test(params, sim, test, module=module,

@@ -5,7 +5,7 @@ import os
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from .env import SwitchEnv, params_from_env, seed_from_env
+from .env import SwitchEnv, bad_packets, params_from_env, seed_from_env
 
 SCALE = float(os.environ.get("SMARTFABRIC_SCALE", "1"))
 
@@ -78,63 +78,6 @@ async def random_traffic(dut):
             json.dump(summary, f)
 
 
-def _bad_packets(env, src, dst):
-    """(description, beats) of every kind of bad input the switch must reject."""
-    from ..models import tlp_build as tb
-    from ..models.formats import Fmt, Type
-    w = env.params.data_width
-    lanes = w // 8
-    rid = env.plan.requester_id(src)
-    rng = env.rng
-    good_addr = env.plan.address(rng, dst, 64, wide=False)
-    bad = []
-
-    def frame(hdr, payload=b"", pfx=0):
-        return tb.packet_beats(hdr, pfx, payload, w)
-
-    bad.append(("reserved fmt", frame(tb.raw_hdr(0b101, 0, length=1, dw1=rid << 16))))
-    bad.append(("unknown type", frame(tb.raw_hdr(Fmt.DW3, 0b00011, dw1=rid << 16))))
-    bad.append(("bad prefix", frame(tb.mwr_hdr(good_addr, 1, requester_id=rid), bytes(4),
-                                    pfx=0x12345678)))
-    bad.append(("IO read -> UR", frame(tb.raw_hdr(Fmt.DW3, Type.IO, length=1,
-                                                  dw1=(rid << 16) | (0x5A << 8) | 0xF))))
-    bad.append(("Cfg write -> UR", frame(tb.raw_hdr(Fmt.DW3_DATA, Type.CFG0, length=1,
-                                                    dw1=(rid << 16) | 0x0F), bytes(4))))
-    bad.append(("AtomicOp -> UR", frame(tb.raw_hdr(Fmt.DW3_DATA, Type.FETCH_ADD, length=2,
-                                                   dw1=(rid << 16) | 0x77 << 8,
-                                                   dw2=good_addr), bytes(8))))
-    bad.append(("CplLk", frame(tb.raw_hdr(Fmt.DW3, Type.CPL_LOCKED,
-                                          dw2=env.plan.requester_id(dst) << 16))))
-    bad.append(("broadcast message", frame(tb.msg_broadcast_hdr(requester_id=rid))))
-    big = env.params.max_payload + 4
-    bad.append(("write above max payload", frame(tb.mwr_hdr(good_addr, big // 4,
-                                                            requester_id=rid), bytes(big))))
-    bad.append(("read of unmapped address -> UR",
-                frame(tb.mrd_hdr(0x1234_0000, 4, requester_id=rid, tag=0x3C5))))
-    bad.append(("write to unmapped address", frame(tb.mwr_hdr(0x10, 1, requester_id=rid),
-                                                   bytes(4))))
-    bad.append(("completion for unknown bus", frame(tb.cpld_hdr(200 << 8, 1, 1), bytes(4))))
-    bad.append(("local message (consumed)", frame(tb.msg_local_hdr(requester_id=rid))))
-    # Framing errors on a packet of at least three beats.
-    n_bytes = min(env.params.max_payload, 3 * lanes)
-    good = frame(tb.mwr_hdr(good_addr, n_bytes // 4, requester_id=rid), rng.randbytes(n_bytes))
-    assert len(good) >= 3
-
-    def edit(beats, k, **changes):
-        beats = list(beats)
-        beats[k] = type(beats[k])(**{**beats[k].__dict__, **changes})
-        return beats
-    bad.append(("no first flag", edit(good, 0, first=False)))
-    bad.append(("keep hole on first beat", edit(good, 0, keep=good[0].keep & ~2)))
-    bad.append(("keep hole on later beat", edit(good, 1, keep=good[1].keep & ~1)))
-    bad.append(("truncated at first beat", edit(good[:1], 0, last=True)))
-    bad.append(("truncated later", edit(good[:2], 1, last=True)))
-    bad.append(("overlong", edit(good, len(good) - 1, last=False)
-                + [type(good[0])(data=123, keep=good[-1].keep, first=False, last=True)]))
-    bad.append(("first flag inside packet", edit(good, 1, first=True)))
-    return bad
-
-
 @cocotb.test()
 async def bad_input(dut):
     """Every kind of bad input, each on its own and amid good traffic: dropped or cut short
@@ -144,7 +87,7 @@ async def bad_input(dut):
     await env.start()
     n, rng = params.n_ports, env.rng
     # 1. Each bad packet alone: check err_status latches it exactly.
-    for desc, beats in _bad_packets(env, 0, 1 % n):
+    for desc, beats in bad_packets(env, 0, 1 % n):
         env.send_beats(0, beats)
         await env.drain()
         await ClockCycles(dut.clk, 4)
@@ -167,7 +110,7 @@ async def bad_input(dut):
     env.ports.set_gap(0.2)
     env.ports.set_ready(0.7)
     for src in range(n):
-        for desc, beats in _bad_packets(env, src, rng.randrange(n)):
+        for desc, beats in bad_packets(env, src, rng.randrange(n)):
             for _ in range(rng.randrange(3)):
                 env.send_beats(src, env.random_packet(src, rng.randrange(n)))
             env.send_beats(src, beats)
