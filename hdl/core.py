@@ -125,6 +125,7 @@ class SwitchCore(wiring.Component):
 
         # ---- ingress ports and their VOQs ----
         voq = [[None] * n for _ in range(n)]
+        self.queues = {}    # name -> SyncFIFO, for the formal harness (verif/formal.py)
         for i in range(n):
             port = m.submodules[f"ingress{i}"] = IngressPort(p, i)
             wiring.connect(m, wiring.flipped(self.ingress[i]), port.i)
@@ -140,6 +141,7 @@ class SwitchCore(wiring.Component):
             w_rdy = Signal(n, name=f"voq_w_rdy{i}")
             lane = m.submodules[f"contrib_queue{i}"] = SyncFIFO(width=len(wr.beat.as_value()),
                                                               depth=p.voq_depth)
+            self.queues[f"contrib_queue{i}"] = lane
             m.d.comb += [
                 lane.w_data.eq(wr.beat),
                 lane.w_en.eq(port.o.valid & port.o.ready & wr.engine),
@@ -153,6 +155,7 @@ class SwitchCore(wiring.Component):
             for o in range(n):
                 q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=queued_width,
                                                                          depth=p.voq_depth)
+                self.queues[f"voq{i}_{o}"] = q
                 m.d.comb += [
                     q.w_data.eq(queued),
                     q.w_en.eq(port.o.valid & port.o.ready & wr.dests[o]),
@@ -173,6 +176,7 @@ class SwitchCore(wiring.Component):
         for o in range(n):
             q = voq[n][o] = m.submodules[f"voq_engine_{o}"] = SyncFIFO(width=queued_width,
                                                                         depth=p.voq_depth)
+            self.queues[f"voq_engine_{o}"] = q
             queued = Signal(queued_layout, name=f"voq_engine_w_data{o}")
             m.d.comb += [
                 queued.beat.eq(inj.beat),

@@ -90,10 +90,31 @@ class AllocatorHarness(Elaboratable):
         return m
 
 
+class QueueChecks(Elaboratable):
+    """Assertions on every queue of an elaborated :class:`SwitchCore` (``core.queues``,
+    filled when the core elaborates, so this must be elaborated after it): nothing is written
+    into a full queue (it would be lost), and no VOQ is read when empty (a beat that is not
+    there would cross to the egress)."""
+
+    def __init__(self, core):
+        self.core = core
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, fifo in self.core.queues.items():
+            m.d.comb += Assert(~fifo.w_en | fifo.w_rdy, f"{name} written when full")
+            if name.startswith("voq"):
+                m.d.comb += Assert(~fifo.r_en | fifo.r_rdy, f"{name} read when empty")
+        return m
+
+
 class CoreStreamHarness(Elaboratable):
     """:class:`SwitchCore` with free ingress streams (assumed to keep the stream rules), free
     egress ``ready`` and group table data, a fixed configuration; the egress stream rules and
     packet framing asserted."""
+
+    #: The queue assertions (an Elaboratable class taking the core).
+    queue_checks = None
 
     def __init__(self, params):
         self.params = params
@@ -113,6 +134,7 @@ class CoreStreamHarness(Elaboratable):
         p = self.params
         n = p.n_ports
         core = m.submodules.core = self.core
+        m.submodules.queue_checks = self.queue_checks(core)     # elaborated after the core
         rst = Signal()   # no reset after the initial state
 
         # Configuration: fixed (all ports enabled; window 0 -> the last port, ID route 0 ->
@@ -139,6 +161,29 @@ class CoreStreamHarness(Elaboratable):
             m.d.sync += [waiting.eq(valid & ~ing.ready), held.eq(beat)]
             m.d.comb += Assume(~waiting | (valid & (beat == held)))
 
+        # The reduction engine's side: its packets (free, keeping the stream rules) and the
+        # contribution lanes' ready (free).
+        inj = core.inject
+        valid = self._free("inject_valid", 1)
+        beat = self._free("inject_payload", len(Value.cast(inj.payload)))
+        m.d.comb += [inj.valid.eq(valid), Value.cast(inj.payload).eq(beat)]
+        waiting = Signal(name="inject_waiting")
+        held = Signal.like(beat, name="inject_held")
+        m.d.sync += [waiting.eq(valid & ~inj.ready), held.eq(beat)]
+        m.d.comb += Assume(~waiting | (valid & (beat == held)))
+        # ... framed as the engine frames them: first / last, one destination set a packet.
+        inj_in_packet = Signal()
+        inj_dests = Signal.like(inj.payload.dests)
+        with m.If(inj.valid):
+            m.d.comb += Assume(inj.payload.beat.first == ~inj_in_packet)
+            with m.If(inj_in_packet):
+                m.d.comb += Assume(inj.payload.dests == inj_dests)
+        with m.If(inj.valid & inj.ready):
+            m.d.sync += [inj_in_packet.eq(~inj.payload.beat.last),
+                         inj_dests.eq(inj.payload.dests)]
+        for q in range(n):
+            m.d.comb += core.contrib[q].ready.eq(self._free(f"contrib{q}_ready", 1))
+
         # Egress streams.
         for q in range(n):
             eg = core.egress[q]
@@ -155,6 +200,9 @@ class CoreStreamHarness(Elaboratable):
                                    f"egress {q}: packets interleaved or unframed")
                 m.d.sync += in_packet.eq(~eg.payload.last)
         return m
+
+
+CoreStreamHarness.queue_checks = QueueChecks
 
 
 @dataclass(frozen=True)
@@ -183,7 +231,9 @@ CHECKS = [
                                "ingress, matches are requests, wait < N matches"),
     Check("core_streams_n2", lambda: CoreStreamHarness(CORE_PARAMS), "bmc", depth=8,
           description="switch core, 2 ports x 64, VOQ depth 2: egress valid/ready rules "
-                      "and packet framing (no interleaving) for any legal ingress traffic"),
+                      "and packet framing (no interleaving) for any legal ingress and "
+                      "reduction-engine traffic; no queue written when full or read when "
+                      "empty"),
 ]
 
 
