@@ -202,6 +202,16 @@ class SwitchEnv:
             await regs.write(f"hc_monitor[{k}].select", enable=int(enable), source=source,
                              id=ident)
 
+    async def set_port_enabled(self, port, enabled):
+        """Turn ``port`` on or off in ``port_enable`` and in the model. The switch checks
+        ``port_enable`` on first beats (docs/protocol.md section 4), so a bench changes it
+        only when no first beat can race with the write."""
+        if enabled:
+            self.config.port_enable |= 1 << port
+        else:
+            self.config.port_enable &= ~(1 << port)
+        await self.regs.write("port_enable", self.config.port_enable)
+
     async def write_in_lockstep(self, path, value, update):
         """Write register ``path`` and apply ``update()`` to the model exactly when the write
         takes effect in the switch: before the model sees the beats accepted at the edge of

@@ -129,8 +129,7 @@ async def fault_port_disabled_mid_packet(dut):
     while env.model.pending():           # nothing else in flight: the write is the only one
         await RisingEdge(dut.clk)
     assert env.ports.in_packet(p)
-    env.config.port_enable &= ~(1 << p)
-    await env.regs.write("port_enable", env.config.port_enable)
+    await env.set_port_enabled(p, False)
     env.ports.held.clear()
     env.ports.stalled.clear()
     for q in range(n):
@@ -143,8 +142,7 @@ async def fault_port_disabled_mid_packet(dut):
     assert counts[p]["drop_port_disabled"] >= 6, "packets from the disabled port were not dropped"
     assert env.model.errors and any(r.reason == DropReason.PORT_DISABLED
                                     for r in env.model.errors)
-    env.config.port_enable |= 1 << p
-    await env.regs.write("port_enable", env.config.port_enable)
+    await env.set_port_enabled(p, True)
     for q in range(n):
         env.send_beats(q, env.random_packet(q, p))
     await env.drain()

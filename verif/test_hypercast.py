@@ -319,8 +319,7 @@ async def hypercast_bad_input(dut):
     mc = Multicast(env)
     src = 0
     disabled = [p for p in range(min(n, HC_SET_PORTS)) if p != src][-1]
-    cfg.port_enable &= ~(1 << disabled)
-    await env.regs.write("port_enable", cfg.port_enable)
+    await env.set_port_enabled(disabled, False)
     for desc, reason, beats in _bad_multicast(env, mc, src):
         before = env.model.counters[src][REASON_COUNTER[reason]]
         env.send_beats(src, beats)
@@ -335,8 +334,7 @@ async def hypercast_bad_input(dut):
         await env.regs.write("err_status", valid=1)
         env.model.clear_err_status()
     # A receiver without a window: its copies cannot be rebased.
-    cfg.port_enable |= 1 << disabled
-    await env.regs.write("port_enable", cfg.port_enable)
+    await env.set_port_enabled(disabled, True)
     saved = list(cfg.windows)
     for k, (base, limit, port, enable) in enumerate(saved):
         if port == disabled and enable:

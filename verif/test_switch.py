@@ -117,14 +117,12 @@ async def bad_input(dut):
     await env.drain()
     # 3. A disabled port: its ingress drops everything, traffic to it is dropped (UR for reads).
     off = n - 1
-    env.config.port_enable &= ~(1 << off)
-    await env.regs.write("port_enable", env.config.port_enable)
+    await env.set_port_enabled(off, False)
     for src in range(n):
         for _ in range(4):
             env.send_beats(src, env.random_packet(src, rng.choice([off, rng.randrange(n)])))
     await env.drain()
-    env.config.port_enable |= 1 << off
-    await env.regs.write("port_enable", env.config.port_enable)
+    await env.set_port_enabled(off, True)
     for src in range(n):
         env.send_beats(src, env.random_packet(src, off))
     await env.drain()
