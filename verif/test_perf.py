@@ -323,9 +323,10 @@ async def _engine_collective(env, red, watch, collective, size, nrng, dtype):
     cfg.collective = collective
     await red.arm(0, cfg)
     rows = operands(nrng, dtype, n, size // esize)
-    packets = [red.round_packets(p, 0, cfg, rows[p].tobytes(), max_bytes=env.params.max_payload)
-               for p in range(n)]
-    # every write a maximum payload: the split is random only in its last piece
+    mps = env.params.max_payload
+    # maximum-payload writes, like the ring's
+    packets = [[red.contribution(p, 0, cfg, off, rows[p].tobytes()[off:off + mps])
+                for off in range(0, size, mps)] for p in range(n)]
     out0, in0 = list(watch.rx_bytes), list(watch.tx_bytes)
     watch.deliveries.clear()
     watch.log = True
