@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .formats import (
-    DW0, INC_PREFIX, REQ_DW1, Collective, DropReason, IncNoticeKind, RGroupConfigError,
+    INC_PREFIX, REQ_DW1, Collective, DropReason, IncNoticeKind, RGroupConfigError,
     field_get, inc_notice,
 )
 from .reduction import DTYPE_NAMES, FLOAT_OPS, OPS, dtype_info, reduce, reduce_scatter_chunks
@@ -390,13 +390,8 @@ class IncModel:
 
 def _write_of(hdr: int) -> tuple[int, int, int, int]:
     """(address, payload bytes, First BE, Last BE) of a memory write header."""
-    d0 = hdr & 0xFFFFFFFF
+    from .switch_model import decode_header     # here: switch_model imports this module
+    d = decode_header(hdr)
     d1 = hdr >> 32 & 0xFFFFFFFF
-    fmt = field_get(d0, DW0, "fmt")
-    length = field_get(d0, DW0, "length") or 1024
-    if fmt & 1:
-        address = (hdr >> 64 & 0xFFFFFFFF) << 32 | (hdr >> 96 & 0xFFFFFFFC)
-    else:
-        address = hdr >> 64 & 0xFFFFFFFC
-    return (address, 4 * length, field_get(d1, REQ_DW1, "first_be"),
+    return (d.address, 4 * (d.length_field or 1024), field_get(d1, REQ_DW1, "first_be"),
             field_get(d1, REQ_DW1, "last_be"))

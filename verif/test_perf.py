@@ -313,11 +313,10 @@ async def _engine_collective(env, red, watch, collective, size, nrng, dtype):
     port a member, results checked by the scoreboard. Cycles from queuing the contributions
     to the last result delivered; payload bytes in and out per port; result beats per cycle
     at port 0 from its first result to its last."""
-    from ..models.formats import Collective
+    from ..models.reduction import dtype_info
     from .reduction import operands
     n = env.params.n_ports
-    esize = 2 if dtype in ("bf16", "fp16", "int16", "uint16") else \
-        1 if dtype.startswith(("fp8", "int8", "uint8")) else 4
+    esize = dtype_info(dtype).width // 8
     cfg = red.random_group(0, dtype, "sum", (1 << n) - 1, size, 0,
                            env.params.reduce_buffer_beats, collective=collective)
     cfg.collective = collective
