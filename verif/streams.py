@@ -8,7 +8,7 @@ hands completed transfers to callbacks, then drives the next beats and ``ready``
 import random
 from collections import deque
 
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import Event, RisingEdge
 
 from ..models.switch_model import Beat, Packet
 
@@ -37,6 +37,9 @@ class FabricPorts:
     beat the switch accepted; ``on_egress(port, packet)`` for every packet delivered (when its
     last beat arrives).
     Counters of stalled cycles (``rx_stall``/``tx_stall``) are kept as the switch defines them.
+
+    :meth:`reset` asserts the switch's ``rst`` from this same loop, so the bus models and the
+    switch forget their state at the same edge (``on_reset()`` callbacks run at its release).
     """
 
     def __init__(self, dut, n_ports, rng, gap_prob=0.0, ready_prob=1.0):
@@ -49,6 +52,7 @@ class FabricPorts:
         self.on_cycle = []
         self.on_ingress = []
         self.on_egress = []
+        self.on_reset = []
         self.rx_stall = [0] * n_ports
         self.tx_stall = [0] * n_ports
         self.cycle = 0
@@ -63,6 +67,8 @@ class FabricPorts:
         self._ready = [False] * n_ports
         self._partial = [[] for _ in range(n_ports)]
         self._task = None
+        self._reset_request = 0
+        self._reset_done = None
         for p in range(n_ports):
             self._s[p]["valid"].value = 0
             self._m[p]["ready"].value = 0
@@ -93,6 +99,35 @@ class FabricPorts:
         return (all(not q for q in self.queues) and all(c is None for c in self._current)
                 and all(not p for p in self._partial))
 
+    async def reset(self, cycles):
+        """Assert ``rst`` for ``cycles`` clock edges at the next edge, mid-packet or not: every
+        beat queued or on offer and every partially received packet is forgotten, ``valid``
+        drops with ``rst``, the stall counters restart from 0 (as the switch's do). Returns
+        once ``rst`` is low again."""
+        if cycles < 1:
+            raise ValueError("a reset lasts at least one clock edge")
+        self._reset_done = Event()
+        self._reset_request = cycles
+        await self._reset_done.wait()
+
+    async def _hold_reset(self, cycles):
+        clk = self.dut.clk
+        self.dut.rst.value = 1
+        for p in range(self.n):
+            self.queues[p].clear()
+            self._current[p] = None
+            self._partial[p].clear()
+            self._s[p]["valid"].value = 0
+        for _ in range(cycles):
+            await RisingEdge(clk)
+            self.cycle += 1
+        self.dut.rst.value = 0
+        self.rx_stall = [0] * self.n
+        self.tx_stall = [0] * self.n
+        for cb in self.on_reset:
+            cb()
+        self._reset_done.set()
+
     async def run(self):
         clk = self.dut.clk
         n = self.n
@@ -100,6 +135,10 @@ class FabricPorts:
         while True:
             await RisingEdge(clk)
             self.cycle += 1
+            if self._reset_request:
+                cycles, self._reset_request = self._reset_request, 0
+                await self._hold_reset(cycles)
+                continue
             for cb in self.on_cycle:
                 cb(self.cycle)
             for p in range(n):
