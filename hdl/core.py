@@ -112,12 +112,18 @@ class SwitchCore(wiring.Component):
         overlay_on = Signal(n)
         for o in range(n):
             rx = receiver_windows[o]
-            m.d.sync += rx.valid.eq(0)
+            m.d.sync += [rx.valid.eq(0), rx.parity_error.eq(0)]
             for k in reversed(range(p.n_windows)):   # the lowest-numbered window wins
                 w = self.windows[k]
                 with m.If(w.enable & (w.port == o)):
                     m.d.sync += [rx.valid.eq(1), rx.base.eq(w.base),
                                  rx.span.eq(w.limit - w.base)]
+            # a window that fails its parity check at or above the receiver window's
+            # priority hides which window that is (docs/protocol.md section 9)
+            for k in reversed(range(p.n_windows)):
+                w = self.windows[k]
+                with m.If((w.enable & (w.port == o)) | self.window_parity[k]):
+                    m.d.sync += rx.parity_error.eq(self.window_parity[k])
             ov = self.overlays[o]
             m.d.sync += [overlay_base[o].eq(ov.base),
                          overlay_mask[o].eq((C(1, 65) << ov.size) - 1),

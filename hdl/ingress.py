@@ -41,10 +41,13 @@ class McWindow(data.Struct):
 class ReceiverWindow(data.Struct):
     """Where Hypercast copies to one port are rebased: the lowest-numbered enabled window of
     that port (``valid``), its ``base`` and ``span = limit - base`` (signed: negative when the
-    window is empty)."""
+    window is empty). ``parity_error``: a window numbered at or below that one (any window,
+    when the port has none) fails its parity check, so the receiver window is not known
+    (``docs/protocol.md`` section 9)."""
     base: 64
     span: signed(65)
     valid: 1
+    parity_error: 1
 
 
 class Rewrite(enum.Enum, shape=2):
@@ -86,8 +89,9 @@ class IngressEvents(data.Struct):
 def routing_config_members(params):
     """Signature members carrying the routing configuration (from the register block):
     ``port_enable``, ``completer_id``, ``root_port``, ``root_valid``, ``windows``,
-    ``id_routes``, ``mc`` (multicast window), ``mc_receive`` (per-port group masks) and
-    ``receiver_windows`` (per port, derived from ``windows``)."""
+    ``window_parity`` (bit k: window k fails its parity check), ``id_routes``, ``mc``
+    (multicast window), ``mc_receive`` (per-port group masks) and ``receiver_windows`` (per
+    port, derived from ``windows``)."""
     n = params.n_ports
     return {
         "port_enable": In(n),
@@ -95,6 +99,7 @@ def routing_config_members(params):
         "root_port": In(5),
         "root_valid": In(1),
         "windows": In(data.ArrayLayout(WindowEntry, params.n_windows)),
+        "window_parity": In(params.n_windows),
         "id_routes": In(data.ArrayLayout(IdRouteEntry, params.n_id_routes)),
         "mc": In(McWindow),
         "mc_receive": In(data.ArrayLayout(32, n)),
@@ -104,11 +109,12 @@ def routing_config_members(params):
 
 def group_table_members(params):
     """One synchronous read port of the Hypercast group table (``lib.memory`` read port
-    signals, seen from the reader)."""
+    signals, seen from the reader): ``group_data`` is the entry's mask (N bits) and its
+    parity bit above it (``hdl.regblock.parity_error``)."""
     return {
         "group_addr": Out(range(params.n_groups)),
         "group_en": Out(1),
-        "group_data": In(params.n_ports),
+        "group_data": In(params.n_ports + 1),
     }
 
 
@@ -145,11 +151,13 @@ class IngressPort(wiring.Component):
         the one-beat completion instead, addressed to this port.
     events : Out(IngressEvents)
         Counter and error events, one cycle after the beat they describe.
-    port_enable, completer_id, root_port, root_valid, windows, id_routes, mc, mc_receive,
-    receiver_windows : In
-        Configuration. The window and ID-route comparisons, the multicast window and the group
-        table entry use the values of the cycle a packet's first beat is accepted; the rest the
-        values of the next cycle.
+    port_enable, completer_id, root_port, root_valid, windows, window_parity, id_routes, mc,
+    mc_receive, receiver_windows : In
+        Configuration. The window and ID-route comparisons, ``window_parity``, the multicast
+        window and the group table entry use the values of the cycle a packet's first beat is
+        accepted; the rest the values of the next cycle. A packet whose routing depends on a
+        group table entry or a window that fails its parity check is dropped as PARITY (a
+        non-posted request answered with UR), never routed (``docs/protocol.md`` section 9).
     group_addr, group_en, group_data
         A read port of the group table, enabled with each accepted beat.
 
@@ -180,6 +188,7 @@ class IngressPort(wiring.Component):
         beat = Signal(IngressBeat(p.data_width))
         staged = Signal()
         window_match = Signal(p.n_windows)
+        window_perr = Signal(p.n_windows)      # window_parity when the beat was accepted
         id_match = Signal(p.n_id_routes)
         advance = Signal()     # stage 2 takes the staged beat this cycle
         m.d.comb += [
@@ -205,7 +214,8 @@ class IngressPort(wiring.Component):
         m.d.comb += [self.group_addr.eq(self.i.payload.pfx[:len(self.group_addr)]),
                      self.group_en.eq(self.i.valid & self.i.ready)]
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [beat.eq(self.i.payload), staged.eq(1)]
+            m.d.sync += [beat.eq(self.i.payload), staged.eq(1),
+                         window_perr.eq(self.window_parity)]
             m.d.sync += [mc_hit.eq(mc.enable & (in_address >= mc.base) &
                                    (mc_index <= mc.num_group)),
                          mc_group.eq(mc_index[:5]),
@@ -277,6 +287,13 @@ class IngressPort(wiring.Component):
                 m.d.comb += [win_hit.eq(1), win_port.eq(self.windows[k].port),
                              win_base.eq(self.windows[k].base),
                              win_limit.eq(self.windows[k].limit)]
+        # Parity (docs/protocol.md section 9): the window that decides is the lowest-numbered
+        # one that matches or fails its parity check; when it is the latter, the match is not
+        # known (a higher-priority window may have hidden the true one).
+        win_parity = Signal()
+        for k in reversed(range(p.n_windows)):
+            with m.If(window_match[k] | window_perr[k]):
+                m.d.comb += win_parity.eq(window_perr[k])
         id_hit = Signal()
         id_port = Signal(5)
         for k in reversed(range(p.n_id_routes)):
@@ -313,8 +330,10 @@ class IngressPort(wiring.Component):
         set_mask = hdr_field(pfx, F.SF_PREFIX, "mask")
         bad_group = hc_group & (group_id >= p.n_groups)
         bad_set = hc_set & ((set_mask >> n) != 0) if n < F.HC_SET_PORTS else C(0)
+        group_parity = hc_group & self.group_data.xor()    # hdl.regblock.parity_error
         hc_dest = Signal(n)
-        m.d.comb += hc_dest.eq(Mux(hc_set, set_mask[:min(n, F.HC_SET_PORTS)], self.group_data)
+        m.d.comb += hc_dest.eq(Mux(hc_set, set_mask[:min(n, F.HC_SET_PORTS)],
+                                   self.group_data[:n])
                                & ~Mux(xs, self_bit, 0))
         mc_dest = Signal(n)
         m.d.comb += mc_dest.eq(Cat(self.mc_receive[o].bit_select(mc_group, 1) for o in range(n))
@@ -328,6 +347,7 @@ class IngressPort(wiring.Component):
                      last_offset.eq(rebase_offset + (len_dw << 2) - 1)]
         receivers = self.receiver_windows
         no_receiver = (hc_dest & ~Cat(r.valid for r in receivers)) != 0
+        receiver_parity = (hc_dest & Cat(r.parity_error for r in receivers)) != 0
         receiver_spill = Cat(hc_dest[o] & (Cat(last_offset, C(0, 1)).as_signed() >
                                            receivers[o].span) for o in range(n)).any()
         hc_spill = (last_offset > (win_limit - win_base)) | receiver_spill
@@ -352,10 +372,14 @@ class IngressPort(wiring.Component):
             m.d.comb += route_fail(Action.DROP, R.HC_BAD_GROUP)
         with m.Elif(is_hc & bad_set):
             m.d.comb += route_fail(Action.DROP, R.HC_BAD_SET)
+        with m.Elif(group_parity | (is_hc & win_parity)):
+            m.d.comb += route_fail(Action.DROP, R.PARITY)
         with m.Elif(is_hc & ~win_hit):
             m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
         with m.Elif(multicast & (dests == 0)):
             m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
+        with m.Elif(is_hc & receiver_parity):
+            m.d.comb += route_fail(Action.DROP, R.PARITY)
         with m.Elif(is_hc & no_receiver):
             m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
         with m.Elif(multicast & Mux(is_hc, hc_spill, mc_spill)):
@@ -364,6 +388,8 @@ class IngressPort(wiring.Component):
             m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
         with m.Elif(~multicast & route_local):
             m.d.comb += route_fail(Action.CONSUME, R.MSG_LOCAL)
+        with m.Elif(~multicast & route_addr & win_parity):
+            m.d.comb += route_fail(np_action, R.PARITY)
         with m.Elif(~multicast & ~routed):
             m.d.comb += route_fail(np_action, R.NO_ROUTE)
         with m.Elif(~multicast & ~dest_enabled):

@@ -189,6 +189,16 @@ class ReductionEngine(wiring.Component):
     bad_config : Out(1)
         One-cycle pulse: the reducer flagged a beat's (type, op, members) as unsupported.
         Arming validates every group, so this never happens; it is an internal-error flag.
+    parity_inject : In(2)
+        Error injection (``dbg_parity_inject``, docs/reduction-engine.md section 9): while bit
+        0 (lane snapshots) or bit 1 (scheduler snapshot) is set, the next successful arming
+        writes the group's entries of those snapshot memories with inverted parity.
+    parity_injected : Out(1)
+        One-cycle pulse, one cycle after an arming that used ``parity_inject``.
+    parity_error : Out(1)
+        One-cycle pulse: the scheduler found the scheduler snapshot of the group it picked
+        failing its parity check (the operation is aborted, ``aborted`` pulses). A lane
+        snapshot failing its check rejects the contribution (``lane_events``, PARITY).
 
     Bad input: a contribution that does not fit its group is dropped whole, reported on
     ``lane_events`` and answered with a notice packet to its sender; other contributions and
@@ -240,6 +250,9 @@ class ReductionEngine(wiring.Component):
             "aborted": Out(GroupEvent),
             "config_error": Out(ConfigEvent),
             "bad_config": Out(1),
+            "parity_inject": In(2),
+            "parity_injected": Out(1),
+            "parity_error": Out(1),
         })
 
     # ----------------------------------------------------------------------------------------
@@ -281,15 +294,17 @@ class ReductionEngine(wiring.Component):
         # configuration snapshots, written when a group is armed (so the configuration inputs
         # may change at any time; a change takes effect at the next arming): one LUT memory
         # per lane (the fields its header checks read), one for the scheduler, one for the
-        # notices' addresses, and the member masks in registers (read for every group at once)
+        # notices' addresses, and the member masks in registers (read for every group at once).
+        # The lane and scheduler snapshots end with an even-parity bit (the XOR of the whole
+        # entry is 0), checked at every read (docs/reduction-engine.md section 9).
         lane_view = data.StructLayout({
             "member": 1, "elem_type": 4, "op": 3, "base": 64, "size": SIZE_BITS,
-            "buf_base": range(D), "buf_mask": CW})
+            "buf_base": range(D), "buf_mask": CW, "parity": 1})
         sched_view = data.StructLayout({
             "members": N, "elem_type": ElemType, "op": ReduceOp, "saturate": 1,
             "collective": Collective, "root": range(N), "size": SIZE_BITS, "bpo": BW,
             "buf_base": range(D), "buf_mask": CW, "result_offset": 64,
-            "chunk_beats": BW, "first_member": range(N)})
+            "chunk_beats": BW, "first_member": range(N), "parity": 1})
         depth = max(G, 2)
         lane_snap = [Memory(shape=lane_view, depth=depth, init=[]) for _ in range(N)]
         sched_snap = Memory(shape=sched_view, depth=depth, init=[])
@@ -392,6 +407,8 @@ class ReductionEngine(wiring.Component):
             lcfg = lane_snap[p].read_port(domain="comb")
             m.d.comb += lcfg.addr.eq(g_h)
             c = lcfg.data
+            lane_perr = Signal(name=f"l{p}_parity_error")
+            m.d.comb += lane_perr.eq(c.as_value().xor())
             act_h = active.bit_select(g_h, 1) & in_range
             first_be = hdr_field(dw1, F.REQ_DW1, "first_be")
             last_be = hdr_field(dw1, F.REQ_DW1, "last_be")
@@ -412,6 +429,8 @@ class ReductionEngine(wiring.Component):
                 m.d.comb += reason.eq(R.MALFORMED)
             with m.Elif(~act_h):
                 m.d.comb += reason.eq(R.INC_BAD_GROUP)
+            with m.Elif(lane_perr):
+                m.d.comb += reason.eq(R.PARITY)
             with m.Elif(~c.member):
                 m.d.comb += reason.eq(R.INC_NOT_MEMBER)
             with m.Elif((et_h != c.elem_type) | (op_h != c.op)):
@@ -569,7 +588,7 @@ class ReductionEngine(wiring.Component):
                 nreq[1 + p].port.eq(p), nreq[1 + p].group.eq(g_h),
                 nreq[1 + p].reason.eq(reason), nreq[1 + p].kind.eq(F.IncNoticeKind.REJECTED),
                 nreq[1 + p].at_group.eq((reason != R.MALFORMED) &
-                                        (reason != R.INC_BAD_GROUP)),
+                                        (reason != R.INC_BAD_GROUP) & (reason != R.PARITY)),
             ]
 
             # ---- commit: the packet is applied (its rows become reducible)
@@ -600,8 +619,10 @@ class ReductionEngine(wiring.Component):
                 pending[g].eq(Cat(mem_g[p] & (have[p] | started[p][g])
                                   for p in range(N)).any()),
             ]
+        # groups whose scheduler snapshot failed its parity check, waiting to be aborted
+        parity_abort = Signal(G)
         ready_vec = Signal(G)
-        m.d.comb += ready_vec.eq(active & all_have)
+        m.d.comb += ready_vec.eq(active & all_have & ~parity_abort)
 
         # ======================================================================================
         # scheduler stage A: pick a group (round robin)
@@ -692,7 +713,18 @@ class ReductionEngine(wiring.Component):
 
         slot_take = Signal()
         b_fire = Signal()
-        m.d.comb += b_fire.eq(pick_valid & (~slot_valid | slot_take) & hdr_fifo.w_rdy)
+        sched_perr = Signal()
+        m.d.comb += sched_perr.eq(cb.as_value().xor())
+        m.d.comb += b_fire.eq(pick_valid & ~sched_perr & (~slot_valid | slot_take) &
+                              hdr_fifo.w_rdy)
+        # a picked group whose snapshot fails its parity check is not served: dropped from
+        # the scheduler and aborted (below) once nothing of it is in the scheduler
+        m.d.sync += self.parity_error.eq(pick_valid & sched_perr)
+        with m.If(pick_valid & sched_perr):
+            m.d.sync += pick_valid.eq(0)
+            for g in range(G):
+                with m.If(pick_g == g):
+                    m.d.sync += parity_abort[g].eq(1)
         m.d.comb += hdr_fifo.w_en.eq(b_fire)
         with m.If(b_fire):
             m.d.sync += [
@@ -951,24 +983,35 @@ class ReductionEngine(wiring.Component):
             m.d.sync += self.config_error.valid.eq(0)
 
         apply_any = arm_apply.any()
+        m.d.sync += self.parity_injected.eq(apply_any & self.parity_inject.any())
+
+        def with_parity(entry, invert):
+            """``entry`` (every field but ``parity`` assigned) with its parity bit set."""
+            body = entry.as_value()[:-1]
+            return Cat(body, body.xor() ^ invert)
+
         for p, mem in enumerate(lane_snap):
             wr = mem.write_port()
-            m.d.comb += [wr.addr.eq(a_g), wr.en.eq(apply_any),
-                         wr.data.member.eq(ca.members[p]),
-                         wr.data.elem_type.eq(ca.elem_type.as_value()),
-                         wr.data.op.eq(ca.op.as_value()), wr.data.base.eq(ca.base),
-                         wr.data.size.eq(ca.size), wr.data.buf_base.eq(ca.buf_base),
-                         wr.data.buf_mask.eq((ca.buf_beats - 1)[:CW])]
+            e = Signal(lane_view, name=f"lane_entry{p}")
+            m.d.comb += [e.member.eq(ca.members[p]),
+                         e.elem_type.eq(ca.elem_type.as_value()),
+                         e.op.eq(ca.op.as_value()), e.base.eq(ca.base),
+                         e.size.eq(ca.size), e.buf_base.eq(ca.buf_base),
+                         e.buf_mask.eq((ca.buf_beats - 1)[:CW]),
+                         wr.addr.eq(a_g), wr.en.eq(apply_any),
+                         wr.data.eq(with_parity(e, self.parity_inject[0]))]
         wr = sched_snap.write_port()
-        m.d.comb += [wr.addr.eq(a_g), wr.en.eq(apply_any),
-                     wr.data.members.eq(ca.members), wr.data.elem_type.eq(ca.elem_type),
-                     wr.data.op.eq(ca.op), wr.data.saturate.eq(ca.saturate),
-                     wr.data.collective.eq(ca.collective), wr.data.root.eq(ca.root),
-                     wr.data.size.eq(ca.size), wr.data.bpo.eq(a_bpo),
-                     wr.data.buf_base.eq(ca.buf_base),
-                     wr.data.buf_mask.eq((ca.buf_beats - 1)[:CW]),
-                     wr.data.result_offset.eq(ca.result_offset),
-                     wr.data.chunk_beats.eq(a_chunk), wr.data.first_member.eq(a_first_member)]
+        e = Signal(sched_view, name="sched_entry")
+        m.d.comb += [e.members.eq(ca.members), e.elem_type.eq(ca.elem_type),
+                     e.op.eq(ca.op), e.saturate.eq(ca.saturate),
+                     e.collective.eq(ca.collective), e.root.eq(ca.root),
+                     e.size.eq(ca.size), e.bpo.eq(a_bpo),
+                     e.buf_base.eq(ca.buf_base),
+                     e.buf_mask.eq((ca.buf_beats - 1)[:CW]),
+                     e.result_offset.eq(ca.result_offset),
+                     e.chunk_beats.eq(a_chunk), e.first_member.eq(a_first_member),
+                     wr.addr.eq(a_g), wr.en.eq(apply_any),
+                     wr.data.eq(with_parity(e, self.parity_inject[1]))]
         wr = notify_snap.write_port()
         m.d.comb += [wr.addr.eq(a_g), wr.en.eq(apply_any), wr.data.eq(ca.notify_offset)]
         for g in range(G):
@@ -994,7 +1037,9 @@ class ReductionEngine(wiring.Component):
         ab_busy = Signal()
         ab_g = Signal(range(max(G, 2)))
         ab_mask = Signal(N)
-        x_hit, x_idx = _lowest_one(m, expired, G, "abort_pick")
+        abort_req = Signal(G)          # timed out, or failed a parity check (not in flight)
+        m.d.comb += abort_req.eq(expired | (parity_abort & ~held))
+        x_hit, x_idx = _lowest_one(m, abort_req, G, "abort_pick")
         ab_hit, ab_port = _lowest_one(m, ab_mask, N, "abort_port")
         m.d.sync += self.aborted.valid.eq(0)
         with m.If(~ab_busy & x_hit):
@@ -1016,6 +1061,8 @@ class ReductionEngine(wiring.Component):
         # group resets (last: they win over lane commits and claims in the same cycle)
         # ======================================================================================
         for g in range(G):
+            with m.If(arm_apply[g] | abort_now[g] | deact[g]):
+                m.d.sync += parity_abort[g].eq(0)
             with m.If(arm_apply[g] | abort_now[g]):
                 m.d.sync += [wcomp[p][g].eq(0) for p in range(N)]
                 m.d.sync += [started[p][g].eq(0) for p in range(N)]

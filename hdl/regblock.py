@@ -6,7 +6,7 @@ systemrdl tree with arrays unrolled): there is no hand-written per-register logi
 the Python register model (``models/regmodel.py``) and ``docs/registers.md`` cannot drift apart.
 """
 
-__all__ = ["RegisterBlock"]
+__all__ = ["RegisterBlock", "parity_error"]
 
 import re
 from pathlib import Path
@@ -133,6 +133,11 @@ def _address_set(addr, members):
     return node(len(addr) - 1, frozenset(members))
 
 
+def parity_error(word):
+    """1 when ``word`` (register bits, then their even-parity bit) fails its parity check."""
+    return word.xor()
+
+
 class RegisterBlock(wiring.Component):
     """AXI4-Lite slave holding the switch's control and status registers.
 
@@ -202,6 +207,12 @@ class RegisterBlock(wiring.Component):
         (``memories[name].read_port()``) before elaboration. A software write must have all
         byte strobes set (else SLVERR and nothing written) and is written in the cycle
         ``bvalid`` rises, so a synchronous read port enabled in any later cycle returns it.
+        For the names in ``parity_memories`` the memory is one bit wider: its top bit is
+        even parity over the register bits (the XOR of all the bits of the word is 0),
+        inverted when ``parity_invert[name]`` is high in the cycle of the write; software
+        reads see only the register bits. Readers check it (:func:`parity_error`).
+    ``memory_written[name]``
+        One-cycle strobe, high in the cycle a software write is made into that memory.
 
     Fields with ``sw=r, hw=na`` are constants (their reset value); fields with ``sw=rw, hw=na``
     (e.g. ``scratch``) are storage that only software sees.
@@ -214,6 +225,8 @@ class RegisterBlock(wiring.Component):
         Number of address windows (``N_WINDOWS``).
     n_id_routes : int
         Number of ID-routing entries (``N_ID_ROUTES``).
+    parity_memories : iterable of str
+        External register arrays stored with a parity bit (see ``memories`` above).
     rdl_path : str or Path, optional
         Register map source; ``smartfabric.rdl`` beside this module when omitted.
 
@@ -231,6 +244,8 @@ class RegisterBlock(wiring.Component):
         The register table the block was generated from, by ascending address.
     hw_r, hw_w, swmod : dict of str to Signal
         See above.
+    parity_invert, memory_written : dict of str to Signal
+        See above (``parity_invert``: driven by the parent, for ``parity_memories`` only).
 
     Members
     -------
@@ -244,7 +259,7 @@ class RegisterBlock(wiring.Component):
     READ_MUX_RADIX = 16
 
     def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64,
-                 rdl_path=None):
+                 parity_memories=(), rdl_path=None):
         if rdl_path is None:
             rdl_path = Path(__file__).resolve().parent / "smartfabric.rdl"
         self.n_ports = n_ports
@@ -317,10 +332,24 @@ class RegisterBlock(wiring.Component):
                     self.swmod[f.path] = Signal(f.width, name=f"swmod_{name}")
                 elif f.swmod:
                     self.swmod[f.path] = Signal(name=f"swmod_{name}")
+        self.parity_memories = frozenset(parity_memories)
+        unknown = self.parity_memories - set(self._external)
+        if unknown:
+            self._MustUse__silence = True
+            raise ValueError(f"parity_memories {sorted(unknown)} are not external register "
+                             f"arrays of the map")
+        self.parity_invert = {}
+        self.memory_written = {}
+        self._data_width = {}
         for name, regs in self._external.items():
             assert [r.array_index for r in regs] == list(range(len(regs)))
             assert all(r.address == regs[0].address + 4 * k for k, r in enumerate(regs))
             width = max(f.lsb + f.width for f in regs[0].fields)
+            self._data_width[name] = width
+            if name in self.parity_memories:
+                self.parity_invert[name] = Signal(name=f"parity_invert_{name}")
+                width += 1
+            self.memory_written[name] = Signal(name=f"memory_written_{name}")
             self.memories[name] = Memory(shape=width, depth=len(regs), init=[])
 
     def _field_value(self, f):
@@ -401,7 +430,7 @@ class RegisterBlock(wiring.Component):
             else:
                 m.d.comb += [port.addr.eq(self.s_axil_araddr[2:] - words[0]),
                              port.en.eq(self.s_axil_arvalid & ~rd_busy)]
-            external_data[name] = port.data
+            external_data[name] = port.data[:self._data_width[name]]
 
         with m.If(rd_pending[-1]):
             m.d.sync += self.s_axil_rvalid.eq(1)
@@ -445,9 +474,13 @@ class RegisterBlock(wiring.Component):
         for name, words in external_words.items():
             memory = self.memories[name]
             port = memory.write_port()
+            value = w_data[:self._data_width[name]]
+            if name in self.parity_memories:
+                value = Cat(value, value.xor() ^ self.parity_invert[name])
             m.d.comb += [port.addr.eq(wr_addr - words[0]),
-                         port.data.eq(w_data[:len(port.data)]),
-                         port.en.eq(wr_go & wr_ok & _address_set(wr_addr, set(words)))]
+                         port.data.eq(value),
+                         port.en.eq(wr_go & wr_ok & _address_set(wr_addr, set(words))),
+                         self.memory_written[name].eq(port.en)]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
 

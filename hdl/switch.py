@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..models.formats import DropReason as R, N_HC_MONITORS
+from ..models.formats import DropReason as R, N_HC_MONITORS, ParityTarget
 from .params import SwitchParams
 from .core import SwitchCore
 from .reduce_engine import ReductionEngine
@@ -36,6 +36,7 @@ _INGRESS_COUNTERS = {
     "drop_hc_bad_set": lambda ev: ev.reason == R.HC_BAD_SET,
     "drop_hc_empty": lambda ev: ev.reason == R.HC_EMPTY,
     "drop_mc_spill": lambda ev: ev.reason == R.MC_SPILL,
+    "drop_parity": lambda ev: ev.reason == R.PARITY,    # plus the engine's, below
 }
 # Contributions the reduction engine rejects, counted against the port that sent them.
 _ENGINE_COUNTERS = {
@@ -44,6 +45,7 @@ _ENGINE_COUNTERS = {
     "drop_inc_mismatch": R.INC_MISMATCH,
     "drop_inc_offset": R.INC_OFFSET,
     "drop_inc_outside": R.INC_OUTSIDE,
+    "drop_parity": R.PARITY,      # the same counter as the ingress's PARITY drops
 }
 _EGRESS_COUNTERS = {
     "tx_packets": lambda ev: ev.tx_packet,
@@ -53,7 +55,7 @@ _EGRESS_COUNTERS = {
     "tx_err": lambda ev: ev.tx_err,
     "tx_mcast": lambda ev: ev.tx_mcast,
 }
-COUNTERS = list(_INGRESS_COUNTERS) + list(_EGRESS_COUNTERS) + list(_ENGINE_COUNTERS)
+COUNTERS = list(dict.fromkeys([*_INGRESS_COUNTERS, *_EGRESS_COUNTERS, *_ENGINE_COUNTERS]))
 
 
 def _port_members(params):
@@ -86,7 +88,8 @@ class SmartfabricSwitch(wiring.Component):
         self.params = params
         self.regs = RegisterBlock(n_ports=params.n_ports, n_windows=params.n_windows,
                                   n_id_routes=params.n_id_routes, n_groups=params.n_groups,
-                                  n_rgroups=params.n_rgroups)
+                                  n_rgroups=params.n_rgroups,
+                                  parity_memories=("hc_group",))
         members = _port_members(params)
         for name, member in self.regs.signature.members.items():
             members[name] = member
@@ -130,6 +133,25 @@ class SmartfabricSwitch(wiring.Component):
             core.root_port.eq(hw_r["root_port.port"]),
             core.root_valid.eq(hw_r["root_port.valid"]),
         ]
+        # Parity error injection (docs/protocol.md section 9): armed by a write of
+        # dbg_parity_inject, consumed by the next write (arming) into the target table.
+        inject_pending = Signal()
+        inject_target = hw_r["dbg_parity_inject.target"]
+        inject_consumed = Signal()
+        with m.If(regs.swmod["dbg_parity_inject.arm"]):
+            m.d.sync += inject_pending.eq(hw_r["dbg_parity_inject.arm"])
+        with m.Elif(inject_consumed):
+            m.d.sync += inject_pending.eq(0)
+        m.d.comb += hw_w["dbg_parity_inject.pending"].eq(inject_pending)
+
+        def injecting(target):
+            return inject_pending & (inject_target == target)
+
+        # Address windows: one parity bit per window, over the bits of its registers,
+        # written with every write of one of them (the strobe comes with the new value).
+        window_fields = ("base_lo.value", "base_hi.value", "limit_lo.value", "limit_hi.value",
+                         "ctrl.port", "ctrl.enable")
+        window_written = []
         for k in range(p.n_windows):
             w = core.windows[k]
             f = lambda reg: hw_r[f"window[{k}].{reg}"]
@@ -139,6 +161,16 @@ class SmartfabricSwitch(wiring.Component):
                 w.port.eq(f("ctrl.port")),
                 w.enable.eq(f("ctrl.enable")),
             ]
+            written = Signal(name=f"window{k}_written")
+            m.d.comb += written.eq(Cat(regs.swmod[f"window[{k}].{name}"]
+                                       for name in window_fields).any())
+            window_written.append(written)
+            bits = Cat(f(name) for name in window_fields).xor()
+            parity = Signal(name=f"window{k}_parity")
+            with m.If(written):
+                m.d.sync += parity.eq(bits ^ injecting(ParityTarget.WINDOW))
+            m.d.comb += core.window_parity[k].eq(
+                Mux(written, injecting(ParityTarget.WINDOW), bits ^ parity))
         for k in range(p.n_id_routes):
             r = core.id_routes[k]
             for name in ("bus_lo", "bus_hi", "port", "enable"):
@@ -165,7 +197,14 @@ class SmartfabricSwitch(wiring.Component):
                 m, regs.swmod[f"mc_overlay[{q}].ctrl.size"],
                 Cat(f("base_lo.value"), f("base_hi.value"), f("ctrl.size")), f"overlay{q}"))
 
-        # The group table: a memory of the register block, one read port per ingress.
+        # The group table: a memory of the register block (with a parity bit), one read port
+        # per ingress.
+        m.d.comb += regs.parity_invert["hc_group"].eq(injecting(ParityTarget.HC_GROUP))
+        m.d.comb += engine.parity_inject.eq(Mux(injecting(ParityTarget.RGROUP), 0b11, 0))
+        m.d.comb += inject_consumed.eq(
+            (regs.memory_written["hc_group"] & injecting(ParityTarget.HC_GROUP)) |
+            (Cat(window_written).any() & injecting(ParityTarget.WINDOW)) |
+            (engine.parity_injected & injecting(ParityTarget.RGROUP)))
         group_table = regs.memories["hc_group"]
         for q in range(n):
             read = group_table.read_port()
@@ -227,18 +266,25 @@ class SmartfabricSwitch(wiring.Component):
         ]
 
         # 64-bit counters.
+        parity_events = []
         for q in range(n):
+            lane = engine.lane_events[q]
+            increments = {}
             for side, table, events in (("in", _INGRESS_COUNTERS, core.ingress_events[q]),
                                         ("out", _EGRESS_COUNTERS, core.egress_events[q])):
                 for name, event in table.items():
-                    count = Signal(64, name=f"port{q}_{name}")
-                    m.d.sync += count.eq(count + event(events))
-                    m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
-            lane = engine.lane_events[q]
+                    increments[name] = [event(events)]
             for name, reason in _ENGINE_COUNTERS.items():
+                increments.setdefault(name, []).append(lane.reject & (lane.reason == reason))
+            parity_events += increments["drop_parity"]
+            for name, events in increments.items():
                 count = Signal(64, name=f"port{q}_{name}")
-                m.d.sync += count.eq(count + (lane.reject & (lane.reason == reason)))
+                m.d.sync += count.eq(count + sum(events))
                 m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
+        # Parity errors found: PARITY drops and rejections, and scheduler snapshot errors.
+        parity_errors = Signal(64)
+        m.d.sync += parity_errors.eq(parity_errors + sum(parity_events) + engine.parity_error)
+        m.d.comb += hw_w["parity_errors.count"].eq(parity_errors)
 
         # Group monitors: multicast packets of one group, and their copies.
         for k in range(N_HC_MONITORS):

@@ -22,7 +22,7 @@ __all__ = [
     "SF_PREFIX_TYPE", "SF_PREFIX_HEAD", "SF_PREFIX", "HC_SET_PORTS", "SfKind", "sf_prefix",
     "N_HC_MONITORS", "MC_MAX_GROUPS",
     "INC_PREFIX", "inc_prefix", "INC_NOTICE", "IncNoticeKind", "inc_notice", "Collective",
-    "RGroupConfigError",
+    "RGroupConfigError", "ParityTarget",
 ]
 
 import enum
@@ -106,9 +106,23 @@ class DropReason(enum.IntEnum):
     INC_OFFSET = 17      # offset not the member's next expected one (duplicate, gap, reorder)
     INC_OUTSIDE = 18     # write outside [0, size) of the group, below its base, byte enables
                          # not all ones, or longer than the maximum payload
+    # Parity protection of the configuration tables (docs/protocol.md section 9): the
+    # packet's routing read a Hypercast group table entry, an address window or a reduction
+    # group snapshot whose parity is wrong. Dropped whole (a non-posted request gets a UR; a
+    # contribution is rejected by the engine with a notice), never routed on the bad entry.
+    PARITY = 19
 
 
 DROP_REASONS = [r for r in DropReason if r != DropReason.NONE]
+
+
+class ParityTarget(enum.IntEnum):
+    """``dbg_parity_inject.target``: the table the next armed parity error goes into
+    (docs/protocol.md section 9)."""
+    HC_GROUP = 0         # the next software write of an hc_group[g] entry
+    WINDOW = 1           # the next software write of any register of a window[k]
+    RGROUP = 2           # the next successful arming of a reduction group (its snapshots)
+    NONE = 3             # arms nothing
 
 
 # Field tables: name -> (lsb, width) inside one 32-bit header DW value.

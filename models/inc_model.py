@@ -136,6 +136,7 @@ class _Group:
         # receiver -> [round, next byte, end byte, first byte] of its stream
         self.cursor = {p: [0, a, b, a] for p, a, b in self.receivers}
         self.completed = 0
+        self.parity_error = False        # the snapshot was written with a parity error
 
     def round(self, r) -> _Round:
         if r not in self.rounds:
@@ -229,8 +230,12 @@ class IncModel:
                 return RGroupConfigError.CHUNK
         return RGroupConfigError.NONE
 
-    def arm(self, g: int, cfg: RGroup) -> RGroupConfigError:
-        """Writing ``rgroup[g].ctrl`` with enable = 1: validate and (re)start the group."""
+    def arm(self, g: int, cfg: RGroup, parity_error: bool = False) -> RGroupConfigError:
+        """Writing ``rgroup[g].ctrl`` with enable = 1: validate and (re)start the group.
+        ``parity_error``: the arming consumes an injected parity error (section 9), so if it
+        succeeds, every contribution to the group is rejected as PARITY until it is re-armed.
+        A failed arming does not consume it (returned cause != NONE; the bench keeps it
+        pending)."""
         self.disarm(g)
         cfg = dataclasses.replace(cfg, members=cfg.members & ((1 << self.n) - 1))
         cause = self.validate(cfg)
@@ -239,6 +244,7 @@ class IncModel:
             self.status[g] = (False, int(cause))
             return cause
         self.groups[g] = _Group(cfg, self.w // 8)
+        self.groups[g].parity_error = parity_error
         self.status[g] = (True, 0)
         return cause
 
@@ -279,6 +285,8 @@ class IncModel:
         grp = self.groups.get(group)
         if grp is None:
             return DropReason.INC_BAD_GROUP, 0
+        if grp.parity_error:       # the group's snapshot is not trusted: notice at offset 0
+            return DropReason.PARITY, 0
         cfg = grp.cfg
         if port not in grp.next_offset:
             return DropReason.INC_NOT_MEMBER, cfg.notify_offset

@@ -56,7 +56,7 @@ COUNTER_NAMES = (
     "rx_mcast", "tx_mcast",
     "err_truncated", "err_overlong", "err_keep", "msg_local", "ur_sent",
     "drop_inc_bad_group", "drop_inc_not_member", "drop_inc_mismatch", "drop_inc_offset",
-    "drop_inc_outside",
+    "drop_inc_outside", "drop_parity",
 )
 
 #: Ingress counter incremented for each error reason.
@@ -79,6 +79,7 @@ REASON_COUNTER = {
     DropReason.INC_MISMATCH: "drop_inc_mismatch",
     DropReason.INC_OFFSET: "drop_inc_offset",
     DropReason.INC_OUTSIDE: "drop_inc_outside",
+    DropReason.PARITY: "drop_parity",
 }
 
 
@@ -514,6 +515,11 @@ class SwitchConfig:
     n_rgroups, reduce_dtypes, reduce_buffer_beats
         Build parameters of the reduction engine (docs/reduction-engine.md section 1); its
         groups are armed through :attr:`SwitchModel.inc` (:class:`models.inc_model.IncModel`).
+    hc_group_parity_errors, window_parity_errors : set of int
+        Group table entries and windows stored with a wrong parity bit (docs/protocol.md
+        section 9): a bench that injected a parity error adds the entry written with the
+        injection, and removes it when it writes the entry again (for a window: any of its
+        registers) without one. The model never sees the RTL's parity bits.
 
     The model reads the configuration live, at each packet's first beat, so a bench may change
     it between packets (e.g. ``cfg.windows[3] = (base, limit, port, True)``,
@@ -541,6 +547,8 @@ class SwitchConfig:
     n_rgroups: int = 64
     reduce_dtypes: tuple = DTYPE_NAMES
     reduce_buffer_beats: int = 512
+    hc_group_parity_errors: set = field(default_factory=set)
+    window_parity_errors: set = field(default_factory=set)
 
     def __post_init__(self):
         if self.n_ports < 1:
@@ -603,6 +611,28 @@ class SwitchConfig:
         matches."""
         w = self.match_window(address)
         return None if w is None else w.port
+
+    def window_parity_error(self, address: int) -> bool:
+        """Whether the routing of ``address`` is hidden by a window parity error (section 9):
+        the first window, in priority order, that either matches ``address`` (as
+        :meth:`match_window` says) or has a parity error, has a parity error."""
+        for k, (base, limit, port, enable) in enumerate(self.windows):
+            if k in self.window_parity_errors:
+                return True
+            if enable and 0 <= port < self.n_ports and base <= address <= limit:
+                return False
+        return False
+
+    def receiver_parity_error(self, port: int) -> bool:
+        """Whether the receiver window of ``port`` is hidden by a window parity error: the
+        first window, in priority order, that is either ``port``'s receiver window or has a
+        parity error, has a parity error (section 9)."""
+        for k, (base, limit, wport, enable) in enumerate(self.windows):
+            if k in self.window_parity_errors:
+                return True
+            if enable and wport == port:
+                return False
+        return False
 
     def receiver_window(self, port: int) -> Window | None:
         """The *receiver window* of ``port`` (section 8.3 check 5): the lowest-numbered enabled
@@ -801,10 +831,17 @@ class SwitchModel:
         number of reduction result bytes due and not delivered."""
         return sum(len(q) for q in self.expected.values()) + self.inc.pending()
 
-    def arm_rgroup(self, group: int, cfg: RGroup):
+    def arm_rgroup(self, group: int, cfg: RGroup, parity_error: bool = False):
         """Model of writing ``rgroup[group].ctrl`` with enable = 1 (after the other registers
-        of ``cfg``): returns the ``RGroupConfigError`` (NONE when the group is active)."""
-        return self.inc.arm(group, cfg)
+        of ``cfg``): returns the ``RGroupConfigError`` (NONE when the group is active).
+        ``parity_error``: the arming consumed an injected parity error (``dbg_parity_inject``
+        with target rgroup, docs/protocol.md section 9)."""
+        return self.inc.arm(group, cfg, parity_error=parity_error)
+
+    @property
+    def parity_errors(self) -> int:
+        """The ``parity_errors`` counter: packets dropped or rejected as PARITY."""
+        return sum(1 for e in self.errors if e.reason == DropReason.PARITY)
 
     def abort_rgroup(self, group: int) -> None:
         """The engine's timeout aborted ``group``'s operation: expect its abort notices."""
@@ -904,6 +941,8 @@ class SwitchModel:
                 return self._drop(port, st, beat, mc.reason)   # MWr: posted, never a UR
             copies = mc.copies
         else:
+            if d.route == "addr" and cfg.window_parity_error(d.address):
+                return self._drop(port, st, beat, DropReason.PARITY, ur=d.kind == "np")
             if d.route == "addr":
                 dst = cfg.route_address(d.address)
             elif d.route == "id":
@@ -1077,12 +1116,16 @@ class SwitchModel:
         if desc.kind == SfKind.HC_GROUP:
             if desc.group >= cfg.n_groups:
                 return McRoute(DropReason.HC_BAD_GROUP)
+            if desc.group in cfg.hc_group_parity_errors:                # section 9
+                return McRoute(DropReason.PARITY)
             members, group = cfg.group_mask(desc.group), (MonitorSource.GROUP_TABLE, desc.group)
         else:
             if desc.mask & ~cfg.port_mask:
                 return McRoute(DropReason.HC_BAD_SET)
             members, group = desc.mask, None
-        # 3. the source window
+        # 3. the source window (not known if a window parity error hides it, section 9)
+        if cfg.window_parity_error(d.address):
+            return McRoute(DropReason.PARITY)
         source = cfg.match_window(d.address)
         if source is None:
             return McRoute(DropReason.NO_ROUTE)
@@ -1090,7 +1133,9 @@ class SwitchModel:
         dests = self._destinations(port, members, desc.xs)
         if not dests:
             return McRoute(DropReason.HC_EMPTY)
-        # 5. a receiver window for every destination
+        # 5. a receiver window for every destination (known: section 9)
+        if any(cfg.receiver_parity_error(p) for p in dests):
+            return McRoute(DropReason.PARITY)
         receivers = [cfg.receiver_window(p) for p in dests]
         if None in receivers:
             return McRoute(DropReason.NO_ROUTE)

@@ -34,10 +34,11 @@ def test_addresses_match_rdl_and_block(config):
     n_id_routes = config.get("n_id_routes", 16)
     n_groups = config.get("n_groups", 1024)
     n_rgroups = config.get("n_rgroups", 64)
-    # 34 single registers (identity, status, multicast window, 4 monitors x 3, reduction
-    # timeout and 3 totals), then the arrays: windows, ID routes, per port 30 counters +
-    # receive mask + 3 overlay words, group table, reduction groups (14 registers each).
-    assert len(model.registers()) == (34 + 5 * n_windows + n_id_routes + 34 * n_ports
+    # 36 single registers (identity, status, multicast window, 4 monitors x 3, parity
+    # injection and counter, reduction timeout and 3 totals), then the arrays: windows, ID
+    # routes, per port 31 counters + receive mask + 3 overlay words, group table, reduction
+    # groups (14 registers each).
+    assert len(model.registers()) == (36 + 5 * n_windows + n_id_routes + 35 * n_ports
                                       + n_groups + 14 * n_rgroups)
     for path in model.registers():
         node = top.find_by_path(path)
