@@ -77,7 +77,10 @@ def test_known_addresses():
     assert model.address("port[7].tx_err") == 0x1790
     assert model.is_64bit("port[7].tx_err") and not model.is_64bit("window[3].base_lo")
     assert model.path_at(0x1794) == ("port[7].tx_err", 1)
-    assert model.path_at(0x17F0) is None
+    assert model.path_at(0x17F0) == ("port[7].drop_parity", 0)
+    assert model.path_at(0x17F8) is None
+    assert model.address("dbg_parity_inject") == 0x3E00
+    assert model.address("parity_errors") == 0x3E08
     assert model.address("inc_timeout") == 0x3F00
     assert model.address("rgroup[1].ctrl") == 0x4040
     assert model.address("rgroup[63].aborted") == 0x4FF8 and model.path_at(0x5000) is None
