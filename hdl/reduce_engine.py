@@ -190,7 +190,7 @@ class ReductionEngine(wiring.Component):
         One-cycle pulse: the reducer flagged a beat's (type, op, members) as unsupported.
         Arming validates every group, so this never happens; it is an internal-error flag.
     parity_inject : In(2)
-        Error injection (``dbg_parity_inject``, docs/reduction-engine.md section 9): while bit
+        Error injection (``dbg_parity_inject``, docs/reduction-engine.md section 15): while bit
         0 (lane snapshots) or bit 1 (scheduler snapshot) is set, the next successful arming
         writes the group's entries of those snapshot memories with inverted parity.
     parity_injected : Out(1)
@@ -296,7 +296,7 @@ class ReductionEngine(wiring.Component):
         # per lane (the fields its header checks read), one for the scheduler, one for the
         # notices' addresses, and the member masks in registers (read for every group at once).
         # The lane and scheduler snapshots end with an even-parity bit (the XOR of the whole
-        # entry is 0), checked at every read (docs/reduction-engine.md section 9).
+        # entry is 0), checked at every read (docs/reduction-engine.md section 15).
         lane_view = data.StructLayout({
             "member": 1, "elem_type": 4, "op": 3, "base": 64, "size": SIZE_BITS,
             "buf_base": range(D), "buf_mask": CW, "parity": 1})

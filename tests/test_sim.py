@@ -59,16 +59,18 @@ VOLUME_TESTS = [
     (REDUCE, "reduce_volume", {"verilator": 100_000, "icarus": 1_500}),
 ]
 
-# Fault campaign (verif/test_faults.py), soak (verif/test_soak.py: packets offered in all;
+# Fault campaign (verif/test_faults.py, parity: verif/test_parity.py), soak (verif/test_soak.py: packets offered in all;
 # 1,000,000 on Verilator in make regress-long) and fuzz campaign (verif/test_fuzz.py: packets
 # per port), on the 8-port configuration.
 FAULTS = "smartfabric.verif.test_faults"
 SOAK = "smartfabric.verif.test_soak"
 FUZZ = "smartfabric.verif.test_fuzz"
+PARITY = "smartfabric.verif.test_parity"
 FAULT_TESTS = [
     (FAULTS, "fault_stuck_egress", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_ingress_stall", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_port_disabled_mid_packet", {"verilator": 1, "icarus": 1}),
+    (PARITY, "fault_parity", {"verilator": 2, "icarus": 1}),
     (SOAK, "soak_mixed", {"verilator": 2000, "icarus": 400}),
     (FUZZ, "fuzz_packets", {"verilator": 150, "icarus": 40}),
     (FUZZ, "fuzz_reconfig", {"verilator": 150, "icarus": 40}),
