@@ -177,3 +177,113 @@ def test_ingress_ready_independent_of_egress_ready():
     sim.add_clock(1e-8)
     sim.add_testbench(tb_)
     sim.run()
+
+
+def test_window_parity_injection_and_rule(seed):
+    """Parity bookkeeping of the address windows through dbg_parity_inject: arming shows
+    ``pending``, a cancelled injection corrupts nothing, an armed one is consumed by the next
+    window register write and makes that window fail its check; the golden model, told which
+    window, predicts every packet: addresses of lower-numbered windows still route,
+    addresses of the corrupted and later windows are dropped as PARITY (a read answered with
+    UR); drop_parity and parity_errors count them; a rewrite clears the fault."""
+    from smartfabric.models.formats import ParityTarget
+    rng = random.Random(seed)
+    n = 3
+    params = SwitchParams(n_ports=n, data_width=64, max_payload=128, n_windows=n,
+                          n_id_routes=n, n_groups=4, n_rgroups=1, reduce_buffer_beats=64,
+                          reduce_dtypes=("int32",))
+    dut = SmartfabricSwitch(params)
+    regs = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups,
+                         params.n_rgroups)
+    cfg = _config(params)
+    model = SwitchModel(cfg)
+    delivered = []
+
+    async def send(ctx, port, beats):
+        for beat in beats:
+            for f in FIELDS:
+                ctx.set(getattr(dut, f"s{port}_{f}"), getattr(beat, f))
+            ctx.set(getattr(dut, f"s{port}_valid"), 1)
+            await ctx.tick().until(getattr(dut, f"s{port}_ready"))
+            model.ingress_beat(port, beat)
+        ctx.set(getattr(dut, f"s{port}_valid"), 0)
+
+    async def receive(ctx):
+        for p in range(n):
+            ctx.set(getattr(dut, f"m{p}_ready"), 1)
+        partial = [[] for _ in range(n)]
+        while True:
+            await ctx.delay(1e-9)
+            for p in range(n):
+                if ctx.get(getattr(dut, f"m{p}_valid")):
+                    values = {f: ctx.get(getattr(dut, f"m{p}_{f}")) for f in FIELDS + ("err",)}
+                    partial[p].append(Beat(**values))
+                    if values["last"]:
+                        model.match_egress(p, Packet(tuple(partial[p])))
+                        delivered.append(p)
+                        partial[p] = []
+            await ctx.tick()
+
+    def write_to(dst, read=False):
+        base = cfg.windows[dst][0]
+        addr = base + 4 * rng.randrange(1 << 20)
+        if read:
+            return tb.packet_beats(tb.mrd_hdr(addr, 4, requester_id=1 << 8,
+                                              tag=rng.randrange(256)), 0, b"", 64)
+        return tb.packet_beats(tb.mwr_hdr(addr, 2, requester_id=1 << 8,
+                                          tag=rng.randrange(256)), 0, rng.randbytes(8), 64)
+
+    async def traffic(ctx):
+        for dst in range(n):
+            await send(ctx, 0, write_to(dst))
+            await send(ctx, 1, write_to(dst, read=True))
+        await ctx.tick().repeat(30)
+
+    async def check_counts(ctx):
+        assert model.pending() == 0, model.describe_pending()
+        for p in range(n):
+            for name in ("drop_parity", "ur_sent", "tx_packets"):
+                got = await read_reg(ctx, dut, regs, f"port[{p}].{name}")
+                assert got == model.counters[p][name], (p, name, got)
+        assert await read_reg(ctx, dut, regs, "parity_errors") == model.parity_errors
+
+    async def main(ctx):
+        await ctx.tick()
+        await _program(ctx, dut, regs, cfg)
+        t = 1
+        base, limit, port, enable = cfg.windows[t]
+        inject = regs.encode("dbg_parity_inject", target=ParityTarget.WINDOW, arm=1)
+        # armed, then cancelled: the next window write stores good parity
+        await write_reg(ctx, dut, regs, "dbg_parity_inject", inject)
+        assert regs.decode("dbg_parity_inject",
+                           await read_reg(ctx, dut, regs, "dbg_parity_inject"))["pending"] == 1
+        await write_reg(ctx, dut, regs, "dbg_parity_inject",
+                        regs.encode("dbg_parity_inject", target=ParityTarget.WINDOW, arm=0))
+        await write_reg(ctx, dut, regs, f"window[{t}].base_lo", base & 0xFFFFFFFF)
+        await traffic(ctx)
+        await check_counts(ctx)
+        assert model.parity_errors == 0
+        # armed: consumed by the next window write
+        await write_reg(ctx, dut, regs, "dbg_parity_inject", inject)
+        await write_reg(ctx, dut, regs, f"window[{t}].limit_hi", limit >> 32)
+        cfg.window_parity_errors.add(t)
+        assert regs.decode("dbg_parity_inject",
+                           await read_reg(ctx, dut, regs, "dbg_parity_inject"))["pending"] == 0
+        await traffic(ctx)
+        await check_counts(ctx)
+        assert model.parity_errors == 2 * (n - t)
+        # a write to another window leaves t's fault; rewriting t clears it
+        await write_reg(ctx, dut, regs, "window[0].limit_lo", cfg.windows[0][1] & 0xFFFFFFFF)
+        await traffic(ctx)
+        await write_reg(ctx, dut, regs, f"window[{t}].ctrl",
+                        regs.encode(f"window[{t}].ctrl", enable=int(enable), port=port))
+        cfg.window_parity_errors.discard(t)
+        await traffic(ctx)
+        await check_counts(ctx)
+        assert model.parity_errors == 4 * (n - t)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(main)
+    sim.add_testbench(receive, background=True)
+    sim.run()
