@@ -1170,3 +1170,33 @@ def test_multicast_longer_than_voq_is_length(form):
     assert m.counters[0]["drop_length"] == 1 and m.counters[0]["rx_mcast"] == 1
     send(m, 0, mwr_hdr(WB(1), 64), payload(256))               # unicast, 32 beats
     assert m.counters[1]["tx_packets"] >= 1 and reasons(m) == [DropReason.LENGTH]
+
+
+class TestParity:
+    """docs/protocol.md section 9 on the Hypercast checks of section 8.3."""
+
+    def _write(self, m, src, window, pfx, dw=2):
+        addr = WB(window) + 0x100
+        return m.ingress_packet(src, packet_beats(
+            mwr_hdr(addr, dw, requester_id=src << 8), pfx, bytes(4 * dw), W))
+
+    def test_group_entry(self):
+        m = hc_model(hc_groups={3: 0b0110, 4: 0b0110})
+        m.config.hc_group_parity_errors.add(3)
+        self._write(m, 0, 0, hc_group(3))
+        self._write(m, 0, 0, hc_group(4))
+        assert reasons(m) == [DropReason.PARITY]
+        assert sorted(k for k, q in m.expected.items() if q) == [(0, 1), (0, 2)]
+        assert m.counters[0]["drop_parity"] == 1
+        self._write(m, 0, 0, hc_group(99))                  # bad id: checked first
+        assert reasons(m)[-1] == DropReason.HC_BAD_GROUP
+
+    def test_source_and_receiver_windows(self):
+        m = hc_model()
+        m.config.window_parity_errors.add(2)
+        self._write(m, 0, 3, hc_set(1))          # source window 3 hidden by window 2
+        self._write(m, 0, 1, hc_set(2))          # receiver window of port 2 is window 2
+        self._write(m, 0, 1, hc_set(4))          # receiver of 4 is window 4: hidden by 2
+        self._write(m, 0, 1, hc_set(0, 1))       # windows 0 and 1 come first: delivered
+        assert reasons(m) == [DropReason.PARITY] * 3
+        assert sorted(k for k, q in m.expected.items() if q) == [(0, 0), (0, 1)]

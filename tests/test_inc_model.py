@@ -207,3 +207,20 @@ def test_only_whole_beats_are_due_before_the_round_ends():
     for p in (0, 1):
         m.commit(p, _hdr(BASE + 12, 24), pfx, bytes(24))
     assert m.pending() == 2 * 36
+
+
+def test_parity_error_rejects_every_contribution_until_rearmed():
+    """docs/reduction-engine.md section 15: a group armed with an injected parity error
+    rejects every contribution to it, member or not, as PARITY with a notice at offset 0,
+    after the group-exists check; a failed arming does not make one; re-arming clears it."""
+    m = _model()
+    pfx = inc_prefix(2, "int32", "sum")
+    assert m.arm(2, _group(size=6), parity_error=True) == RGroupConfigError.SIZE
+    assert m.check(0, _hdr(BASE, 16), pfx) == (DropReason.INC_BAD_GROUP, 0)
+    assert m.arm(2, _group(), parity_error=True) == RGroupConfigError.NONE
+    for port in range(4):
+        assert m.check(port, _hdr(BASE, 16), pfx) == (DropReason.PARITY, 0)
+    assert m.check(0, _hdr(BASE, 16), inc_prefix(3, "int32", "sum"))[0] == \
+        DropReason.INC_BAD_GROUP
+    m.arm(2, _group())
+    assert m.check(0, _hdr(BASE, 16), pfx) == (None, 0x2000)

@@ -1348,3 +1348,48 @@ def test_random_mixed_traffic_conservation():
         assert sum(m.counters[p]["tx_err"] for p in range(n)) == sum(
             1 for p in delivered if p.err)
         assert sum(m.counters[p]["tx_packets"] for p in range(n)) == len(delivered)
+
+
+class TestParity:
+    """docs/protocol.md section 9: PARITY drops decided by the window rule (the lowest-numbered
+    window that matches or fails its check decides), UR for non-posted requests, and the
+    Hypercast group table and receiver windows."""
+
+    def test_window_rule(self):
+        m = make()
+        m.config.window_parity_errors.add(1)
+        send(m, 0, mwr_hdr(A1, 1, requester_id=0x0100), payload(4))        # window 0: routed
+        assert flows(m) and only_flow(m)[0] == (0, 1)
+        m.expected[(0, 1)].clear()
+        send(m, 0, mwr_hdr(A2, 1, requester_id=0x0100), payload(4))        # window 1 itself
+        send(m, 0, mwr_hdr(A64, 1, requester_id=0x0100), payload(4))       # hidden by 1
+        send(m, 0, mwr_hdr(0x9000, 1, requester_id=0x0100), payload(4))    # no match at all
+        assert not flows(m)
+        assert m.counters[0]["drop_parity"] == 3 and m.counters[0]["drop_no_route"] == 0
+        assert [e.reason for e in m.errors] == [DropReason.PARITY] * 3
+        assert m.parity_errors == 3
+        send(m, 0, msg_by_id_hdr(BUS3 << 8, requester_id=0x0100))          # ID routing: fine
+        assert only_flow(m)[0] == (0, 3)
+
+    def test_read_gets_ur_and_rewrite_clears(self):
+        m = make()
+        m.config.window_parity_errors.add(0)
+        hdr = mrd_hdr(A2, 1, requester_id=0x0100, tag=7)
+        send(m, 2, hdr)
+        (key, pkt) = only_flow(m)
+        assert key == (2, 2) and pkt.hdr == ur_completion_hdr(hdr, m.config.completer_id)
+        assert m.counters[2]["ur_sent"] == 1 and m.counters[2]["drop_parity"] == 1
+        m.expected[(2, 2)].clear()
+        m.config.window_parity_errors.discard(0)
+        send(m, 2, hdr)
+        assert only_flow(m)[0] == (2, 2) and only_flow(m)[1].hdr == hdr
+
+    def test_no_window_parity_error_without_any(self):
+        m = make()
+        assert not m.config.window_parity_error(0x9000)
+        assert not m.config.receiver_parity_error(1)
+        m.config.window_parity_errors.add(15)
+        assert m.config.window_parity_error(0x9000)          # nothing matched: any error
+        assert not m.config.window_parity_error(A1)
+        assert not m.config.receiver_parity_error(3)         # window 2 comes first
+        assert m.config.receiver_parity_error(0)             # port 0 has no window
