@@ -59,15 +59,19 @@ VOLUME_TESTS = [
     (REDUCE, "reduce_volume", {"verilator": 100_000, "icarus": 1_500}),
 ]
 
-# Fault campaign (verif/test_faults.py) and soak (verif/test_soak.py: packets offered in
-# all; 1,000,000 on Verilator in make regress-long), on the 8-port configuration.
+# Fault campaign (verif/test_faults.py), soak (verif/test_soak.py: packets offered in all;
+# 1,000,000 on Verilator in make regress-long) and telemetry (verif/test_telemetry_sys.py:
+# random packets per port), on the 8-port configuration.
 FAULTS = "smartfabric.verif.test_faults"
 SOAK = "smartfabric.verif.test_soak"
+TELEMETRY = "smartfabric.verif.test_telemetry_sys"
 FAULT_TESTS = [
     (FAULTS, "fault_stuck_egress", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_ingress_stall", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_port_disabled_mid_packet", {"verilator": 1, "icarus": 1}),
     (SOAK, "soak_mixed", {"verilator": 2000, "icarus": 400}),
+    (TELEMETRY, "telemetry_counters", {"verilator": 8, "icarus": 2}),
+    (TELEMETRY, "telemetry_capture", {"verilator": 1, "icarus": 1}),
 ]
 
 
