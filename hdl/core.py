@@ -7,12 +7,12 @@ from amaranth.lib.wiring import In, Out
 
 from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
-from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow,
+from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow, STAMP_BITS,
                       routing_config_members, group_table_members)
 from .allocator import IslipAllocator
 from .reduce_engine import ResultBeat
 
-__all__ = ["SwitchCore", "EgressEvents", "Overlay"]
+__all__ = ["SwitchCore", "EgressEvents", "EgressMeta", "Overlay"]
 
 
 class Overlay(data.Struct):
@@ -29,6 +29,14 @@ class EgressEvents(data.Struct):
     tx_stall: 1
     tx_bytes: 7
     tx_mcast: 1
+
+
+class EgressMeta(data.Struct):
+    """Where the beat at the head of an egress came from (valid with ``egress[q].valid``;
+    meaningful on first beats): for telemetry, not part of the stream."""
+    stamp: STAMP_BITS    # ``now`` when its first beat was accepted at its ingress
+    ur: 1                # a UR completion the switch generated
+    engine: 1            # a packet of the reduction engine (not stamped)
 
 
 class SwitchCore(wiring.Component):
@@ -64,6 +72,14 @@ class SwitchCore(wiring.Component):
         copy).
     ingress_events, egress_events : Out(...).array(N)
         Per-port events for the counters, one cycle after the fact.
+    now : In(STAMP_BITS)
+        The latency timer (``docs/telemetry.md`` section 1): each ingress stamps a packet's
+        first beat with ``now`` of the cycle it is accepted, and the stamp travels with the
+        beat through the VOQ and the egress buffer (data bits only: no cycle and no handshake
+        path is added).
+    egress_meta : Out(EgressMeta).array(N)
+        The stamp and origin of the beat on ``egress[q]`` (combinational from the egress
+        buffer's head, like the beat).
     port_enable, completer_id, root_port, root_valid, windows, id_routes, mc, mc_receive,
     overlays : In
         Configuration (from the register block).
@@ -91,6 +107,8 @@ class SwitchCore(wiring.Component):
             "inject": In(stream.Signature(ResultBeat(w, n))),
             "ingress_events": Out(IngressEvents).array(n),
             "egress_events": Out(EgressEvents).array(n),
+            "now": In(STAMP_BITS),
+            "egress_meta": Out(EgressMeta).array(n),
             **{name: member for name, member in routing_config_members(params).items()
                if name != "receiver_windows"},
             "overlays": In(data.ArrayLayout(Overlay, n)),
@@ -102,8 +120,11 @@ class SwitchCore(wiring.Component):
         p = self.params
         n = p.n_ports
         beat_layout = EgressBeat(p.data_width)
-        queued_layout = data.StructLayout({"beat": beat_layout, "mcast": 1, "rewrite": Rewrite})
+        queued_layout = data.StructLayout({"beat": beat_layout, "mcast": 1, "rewrite": Rewrite,
+                                           "stamp": STAMP_BITS, "ur": 1})
         queued_width = queued_layout.size
+        # the egress buffer also knows which source the beat came from
+        buffered_layout = data.StructLayout({"queued": queued_layout, "engine": 1})
 
         # ---- per-egress copy addressing, derived from the configuration (one cycle) ----
         receiver_windows = Signal(data.ArrayLayout(ReceiverWindow, n))
@@ -135,7 +156,7 @@ class SwitchCore(wiring.Component):
         for i in range(n):
             port = m.submodules[f"ingress{i}"] = IngressPort(p, i)
             wiring.connect(m, wiring.flipped(self.ingress[i]), port.i)
-            m.d.comb += self.ingress_events[i].eq(port.events)
+            m.d.comb += [self.ingress_events[i].eq(port.events), port.now.eq(self.now)]
             for name in routing_config_members(p):
                 if name != "receiver_windows":
                     m.d.comb += getattr(port, name).eq(getattr(self, name))
@@ -157,7 +178,8 @@ class SwitchCore(wiring.Component):
             ]
             queued = Signal(queued_layout, name=f"voq_w_data{i}")
             m.d.comb += [queued.beat.eq(wr.beat), queued.mcast.eq(wr.mcast),
-                         queued.rewrite.eq(wr.rewrite)]
+                         queued.rewrite.eq(wr.rewrite), queued.stamp.eq(wr.stamp),
+                         queued.ur.eq(wr.ur)]
             for o in range(n):
                 q = voq[i][o] = m.submodules[f"voq{i}_{o}"] = SyncFIFO(width=queued_width,
                                                                          depth=p.voq_depth)
@@ -198,10 +220,11 @@ class SwitchCore(wiring.Component):
         # ---- egress buffers: two entries, so "can take a beat" is a register ----
         out_fifo = []
         for o in range(n):
-            f = m.submodules[f"egress_buffer{o}"] = SyncFIFO(width=queued_width, depth=2)
+            f = m.submodules[f"egress_buffer{o}"] = SyncFIFO(width=buffered_layout.size, depth=2)
             out_fifo.append(f)
             eg = self.egress[o]
-            head_out = Signal(queued_layout, name=f"egress_head{o}")
+            buffered = Signal(buffered_layout, name=f"egress_buffered{o}")
+            head_out = buffered.queued
             # A multicast copy's address is written as it leaves (docs/protocol.md section
             # 8.4): the receiver window (rebasing an offset) or the overlay of this egress.
             hdr = head_out.beat.hdr
@@ -214,7 +237,10 @@ class SwitchCore(wiring.Component):
                 (head_out.rewrite == Rewrite.REBASE) |
                 ((head_out.rewrite == Rewrite.OVERLAY) & overlay_on[o]))
             m.d.comb += [
-                head_out.eq(f.r_data),
+                buffered.eq(f.r_data),
+                self.egress_meta[o].stamp.eq(head_out.stamp),
+                self.egress_meta[o].ur.eq(head_out.ur),
+                self.egress_meta[o].engine.eq(buffered.engine),
                 eg.valid.eq(f.r_rdy),
                 eg.payload.eq(head_out.beat),
                 eg.payload.hdr.eq(Mux(readdress, with_address(hdr, copy_address[:64]), hdr)),
@@ -267,7 +293,7 @@ class SwitchCore(wiring.Component):
             move = Signal(name=f"xbar_move{o}")
             m.d.comb += move.eq(head_valid & can_load[o])
             m.d.comb += [
-                out_fifo[o].w_data.eq(head),
+                out_fifo[o].w_data.eq(Cat(head, select[n])),   # buffered_layout
                 out_fifo[o].w_en.eq(move),
             ]
             for i in range(sources):

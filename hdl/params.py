@@ -41,6 +41,10 @@ class SwitchParams:
         Element types the reduction engine builds arithmetic for (golden-model names,
         ``models.reduction.DTYPE_NAMES``; default all 11). A group of another type fails to
         arm (config error).
+    capture_depth : int
+        Entries of the header capture ring (``docs/telemetry.md`` section 3; a power of two,
+        2 to 256; default 64). The ring is one block RAM wide (6 ECP5 ``DP16KD``) at any depth
+        up to 512; the limit is the register window ``cap_entry`` (8 words per entry).
     """
     n_ports: int = 8
     data_width: int = 256
@@ -52,6 +56,7 @@ class SwitchParams:
     n_rgroups: int = 64
     reduce_buffer_beats: int = 512
     reduce_dtypes: tuple = DTYPE_NAMES
+    capture_depth: int = 64
 
     def __post_init__(self):
         def is_pow2(v):
@@ -76,6 +81,9 @@ class SwitchParams:
         if not is_pow2(self.reduce_buffer_beats) or not 2 <= self.reduce_buffer_beats <= 65536:
             raise ValueError(f"reduce_buffer_beats must be a power of two from 2 to 65536, "
                              f"not {self.reduce_buffer_beats!r}")
+        if not is_pow2(self.capture_depth) or not 2 <= self.capture_depth <= 256:
+            raise ValueError(f"capture_depth must be a power of two from 2 to 256, "
+                             f"not {self.capture_depth!r}")
         dts = self.reduce_dtypes
         if isinstance(dts, str) or not isinstance(dts, (tuple, list)) or not dts or \
                 any(d not in DTYPE_NAMES for d in dts):

@@ -6,7 +6,7 @@ systemrdl tree with arrays unrolled): there is no hand-written per-register logi
 the Python register model (``models/regmodel.py``) and ``docs/registers.md`` cannot drift apart.
 """
 
-__all__ = ["RegisterBlock", "parity_error"]
+__all__ = ["RegisterBlock", "ReadWindow", "parity_error"]
 
 import re
 from pathlib import Path
@@ -138,6 +138,29 @@ def parity_error(word):
     return word.xor()
 
 
+class ReadWindow:
+    """The parent's side of a read window (:attr:`RegisterBlock.read_windows`).
+
+    Attributes
+    ----------
+    index : Signal(range(depth))
+        Flat word index into the window (row-major for an array of several dimensions:
+        ``latency_hist[q][k]`` is ``16 * q + k``), driven by the block.
+    en : Signal(1)
+        High in the cycle the block presents ``index``, driven by the block.
+    data : Signal(32)
+        The word at ``index``, driven by the parent one cycle after ``index`` and ``en``.
+    depth : int
+        Words in the window.
+    """
+
+    def __init__(self, name, depth):
+        self.depth = depth
+        self.index = Signal(range(depth), name=f"{name}_index")
+        self.en = Signal(name=f"{name}_en")
+        self.data = Signal(32, name=f"{name}_data")
+
+
 class RegisterBlock(wiring.Component):
     """AXI4-Lite slave holding the switch's control and status registers.
 
@@ -200,12 +223,16 @@ class RegisterBlock(wiring.Component):
         ``hw_r`` field, and this 1-bit strobe is high in the cycle ``bvalid`` rises after a
         write to the register (whatever ``wstrb``), when ``hw_r`` shows the new value; the
         parent uses it to apply several registers at once.
+    ``pulse[path]``
+        Fields with ``sw=rw, hw=r, singlepulse`` (e.g. ``"cap_cmd.arm"``): nothing is stored
+        and reads return 0; a software write drives this field-wide signal for one cycle with
+        the bits written as 1 (after ``wstrb``), in the cycle ``bvalid`` rises.
     ``memories[name]``
-        RDL ``external`` register arrays (e.g. ``"hc_group"``): a :class:`Memory` of one
-        word per array entry, holding the register's bits up to its highest field. The block
-        owns the write port and one read port; the parent may add read ports
-        (``memories[name].read_port()``) before elaboration. A software write must have all
-        byte strobes set (else SLVERR and nothing written) and is written in the cycle
+        RDL ``external`` arrays of ``sw=rw, hw=r`` registers (e.g. ``"hc_group"``): a
+        :class:`Memory` of one word per array entry, holding the register's bits up to its
+        highest field. The block owns the write port and one read port; the parent may add read
+        ports (``memories[name].read_port()``) before elaboration. A software write must have
+        all byte strobes set (else SLVERR and nothing written) and is written in the cycle
         ``bvalid`` rises, so a synchronous read port enabled in any later cycle returns it.
         For the names in ``parity_memories`` the memory is one bit wider: its top bit is
         even parity over the register bits (the XOR of all the bits of the word is 0),
@@ -213,6 +240,13 @@ class RegisterBlock(wiring.Component):
         reads see only the register bits. Readers check it (:func:`parity_error`).
     ``memory_written[name]``
         One-cycle strobe, high in the cycle a software write is made into that memory.
+    ``read_windows[name]``
+        RDL ``external`` arrays of ``sw=r, hw=w`` registers (e.g. ``"latency_hist"``,
+        ``"cap_entry"``): a :class:`ReadWindow` through which the parent answers reads
+        with the same timing as a memory read port: the block drives ``index`` (the flat word
+        index) and ``en`` one cycle before its last read stage, and takes ``data`` in the next
+        cycle (a synchronous read port, or a 1-cycle table read, fits). Writes are ignored
+        (OKAY, like any read-only register).
 
     Fields with ``sw=r, hw=na`` are constants (their reset value); fields with ``sw=rw, hw=na``
     (e.g. ``scratch``) are storage that only software sees.
@@ -225,6 +259,8 @@ class RegisterBlock(wiring.Component):
         Number of address windows (``N_WINDOWS``).
     n_id_routes : int
         Number of ID-routing entries (``N_ID_ROUTES``).
+    n_groups, n_rgroups, capture_depth : int
+        ``N_GROUPS``, ``N_RGROUPS``, ``CAP_DEPTH`` (see :func:`models.regmap.compile_regmap`).
     parity_memories : iterable of str
         External register arrays stored with a parity bit (see ``memories`` above).
     rdl_path : str or Path, optional
@@ -242,10 +278,12 @@ class RegisterBlock(wiring.Component):
         Cycles from the AR handshake to ``rvalid`` (``2 + read_stages``).
     registers : tuple of models.regmap.Register
         The register table the block was generated from, by ascending address.
-    hw_r, hw_w, swmod : dict of str to Signal
+    hw_r, hw_w, swmod, pulse : dict of str to Signal
         See above.
     parity_invert, memory_written : dict of str to Signal
         See above (``parity_invert``: driven by the parent, for ``parity_memories`` only).
+    memories : dict of str to Memory
+    read_windows : dict of str to ReadWindow
 
     Members
     -------
@@ -259,7 +297,7 @@ class RegisterBlock(wiring.Component):
     READ_MUX_RADIX = 16
 
     def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64,
-                 parity_memories=(), rdl_path=None):
+                 capture_depth=64, parity_memories=(), rdl_path=None):
         if rdl_path is None:
             rdl_path = Path(__file__).resolve().parent / "smartfabric.rdl"
         self.n_ports = n_ports
@@ -267,10 +305,11 @@ class RegisterBlock(wiring.Component):
         self.n_id_routes = n_id_routes
         self.n_groups = n_groups
         self.n_rgroups = n_rgroups
+        self.capture_depth = capture_depth
         try:
             self.registers = register_table(
                 compile_regmap(n_ports, n_windows, n_id_routes, n_groups, n_rgroups,
-                               rdl_path=rdl_path))
+                               capture_depth=capture_depth, rdl_path=rdl_path))
             end = max(r.address + r.width // 8 for r in self.registers)
             if end > (1 << self.ADDR_WIDTH):
                 raise ValueError(f"the register map ends at 0x{end:X}, beyond the "
@@ -313,8 +352,10 @@ class RegisterBlock(wiring.Component):
         self.hw_r = {}
         self.hw_w = {}
         self.swmod = {}
+        self.pulse = {}
         self._scratch = {}
         self.memories = {}
+        self.read_windows = {}
         self._external = {}     # array name -> its registers, by index
         for reg in self.registers:
             if reg.external:
@@ -328,22 +369,28 @@ class RegisterBlock(wiring.Component):
                     self._scratch[f.path] = Signal(f.width, init=f.reset, name=name)
                 elif f.kind in (FieldKind.HW_WRITE, FieldKind.CLEAR_ON_WRITE):
                     self.hw_w[f.path] = Signal(f.width, init=f.reset, name=name)
-                if f.kind is FieldKind.CLEAR_ON_WRITE:
+                if f.kind is FieldKind.PULSE:
+                    self.pulse[f.path] = Signal(f.width, name=f"pulse_{name}")
+                elif f.kind is FieldKind.CLEAR_ON_WRITE:
                     self.swmod[f.path] = Signal(f.width, name=f"swmod_{name}")
                 elif f.swmod:
                     self.swmod[f.path] = Signal(name=f"swmod_{name}")
         self.parity_memories = frozenset(parity_memories)
-        unknown = self.parity_memories - set(self._external)
+        unknown = self.parity_memories - {name for name, regs in self._external.items()
+                                          if not regs[0].read_window}
         if unknown:
             self._MustUse__silence = True
-            raise ValueError(f"parity_memories {sorted(unknown)} are not external register "
-                             f"arrays of the map")
+            raise ValueError(f"parity_memories {sorted(unknown)} are not external sw=rw "
+                             f"register arrays of the map (memories)")
         self.parity_invert = {}
         self.memory_written = {}
         self._data_width = {}
         for name, regs in self._external.items():
-            assert [r.array_index for r in regs] == list(range(len(regs)))
             assert all(r.address == regs[0].address + 4 * k for k, r in enumerate(regs))
+            if regs[0].read_window:
+                assert all(r.read_window for r in regs)
+                self.read_windows[name] = ReadWindow(f"window_{_signal_name(name)}", len(regs))
+                continue
             width = max(f.lsb + f.width for f in regs[0].fields)
             self._data_width[name] = width
             if name in self.parity_memories:
@@ -353,7 +400,7 @@ class RegisterBlock(wiring.Component):
             self.memories[name] = Memory(shape=width, depth=len(regs), init=[])
 
     def _field_value(self, f):
-        if f.kind is FieldKind.CONST:
+        if f.kind in (FieldKind.CONST, FieldKind.PULSE):
             return Const(f.reset, f.width)
         if f.kind is FieldKind.HW_READ:
             return self.hw_r[f.path]
@@ -419,18 +466,24 @@ class RegisterBlock(wiring.Component):
         if high_halves:
             high_mux = _pipelined_address_mux(m, rd_addr, high_halves, self.READ_MUX_RADIX,
                                               "rd_high")
-        # External memories: the read is issued one cycle before the last stage.
+        # External memories and read windows: the read is issued one cycle before the last
+        # stage.
         external_data = {}
         for name, words in external_words.items():
-            memory = self.memories[name]
-            m.submodules[f"memory_{name}"] = memory
-            port = memory.read_port()
-            if stages:
-                m.d.comb += [port.addr.eq(rd_addr[-2] - words[0]), port.en.eq(rd_pending[-2])]
+            if name in self.read_windows:
+                port = self.read_windows[name]
+                addr_of, en_of = port.index, port.en
             else:
-                m.d.comb += [port.addr.eq(self.s_axil_araddr[2:] - words[0]),
-                             port.en.eq(self.s_axil_arvalid & ~rd_busy)]
-            external_data[name] = port.data[:self._data_width[name]]
+                memory = self.memories[name]
+                m.submodules[f"memory_{name}"] = memory
+                port = memory.read_port()
+                addr_of, en_of = port.addr, port.en
+            if stages:
+                m.d.comb += [addr_of.eq(rd_addr[-2] - words[0]), en_of.eq(rd_pending[-2])]
+            else:
+                m.d.comb += [addr_of.eq(self.s_axil_araddr[2:] - words[0]),
+                             en_of.eq(self.s_axil_arvalid & ~rd_busy)]
+            external_data[name] = port.data[:self._data_width.get(name, len(port.data))]
 
         with m.If(rd_pending[-1]):
             m.d.sync += self.s_axil_rvalid.eq(1)
@@ -466,12 +519,15 @@ class RegisterBlock(wiring.Component):
         wr_go = Signal()        # both held, and the previous response was taken
         m.d.comb += wr_go.eq(aw_held & w_held & ~self.s_axil_bvalid)
         # A memory word is written whole: partial strobes are refused.
-        wr_external = _address_set(wr_addr, set().union(*external_words.values()))
+        memory_words = [words for name, words in external_words.items() if name in self.memories]
+        wr_external = _address_set(wr_addr, set().union(*memory_words))
         wr_ok = _address_set(wr_addr, mapped) & ~(wr_external & (w_strb != 0b1111))
         with m.If(wr_go):
             m.d.sync += [aw_held.eq(0), w_held.eq(0), self.s_axil_bvalid.eq(1),
                          self.s_axil_bresp.eq(Mux(wr_ok, _OKAY, _SLVERR))]
         for name, words in external_words.items():
+            if name not in self.memories:
+                continue
             memory = self.memories[name]
             port = memory.write_port()
             value = w_data[:self._data_width[name]]
@@ -484,7 +540,7 @@ class RegisterBlock(wiring.Component):
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
 
-        for strobe in self.swmod.values():
+        for strobe in (*self.swmod.values(), *self.pulse.values()):
             m.d.sync += strobe.eq(0)
         for reg in self.registers:
             writable = [f for f in reg.fields if f.kind.sw_writable]
@@ -495,11 +551,12 @@ class RegisterBlock(wiring.Component):
             for f in writable:
                 if f.swmod and f.kind is FieldKind.HW_READ:
                     m.d.sync += self.swmod[f.path].eq(we)
-                if f.kind is FieldKind.CLEAR_ON_WRITE:
+                if f.kind in (FieldKind.CLEAR_ON_WRITE, FieldKind.PULSE):
                     written = Cat(w_data[b] & w_strb[b // 8]
                                   for b in range(f.lsb, f.lsb + f.width))
+                    strobe = (self.pulse if f.kind is FieldKind.PULSE else self.swmod)[f.path]
                     with m.If(we):
-                        m.d.sync += self.swmod[f.path].eq(written)
+                        m.d.sync += strobe.eq(written)
                     continue
                 storage = self.hw_r.get(f.path)
                 if storage is None:

@@ -5,10 +5,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..models.formats import DropReason as R, N_HC_MONITORS, ParityTarget
+from ..models.capture_format import CaptureKind, LINK_STATUS
 from .params import SwitchParams
 from .core import SwitchCore
+from .ingress import STAMP_BITS
 from .reduce_engine import ReductionEngine
 from .regblock import RegisterBlock
+from .telemetry import (CaptureSource, GroupStatistics, HeaderCapture, LatencyHistogram,
+                        LatencyTimer, LinkMonitor, elapsed_cycles)
 from .tlp import IngressBeat, EgressBeat
 
 __all__ = ["SmartfabricSwitch", "COUNTERS", "VERSION"]
@@ -89,6 +93,7 @@ class SmartfabricSwitch(wiring.Component):
         self.regs = RegisterBlock(n_ports=params.n_ports, n_windows=params.n_windows,
                                   n_id_routes=params.n_id_routes, n_groups=params.n_groups,
                                   n_rgroups=params.n_rgroups,
+                                  capture_depth=params.capture_depth,
                                   parity_memories=("hc_group",))
         members = _port_members(params)
         for name, member in self.regs.signature.members.items():
@@ -341,4 +346,132 @@ class SmartfabricSwitch(wiring.Component):
         for k in range(4):
             m.d.comb += hw_w[f"err_hdr[{k}].value"].eq(err_hdr[32 * k:32 * k + 32])
         m.d.comb += hw_w["err_hdr[4].value"].eq(err_pfx)
+
+        self._telemetry(m, core, engine)
         return m
+
+    # Capture sources: ingress p, egress N + p, reduction lane 2N + p.
+    SOURCES_PER_PORT = 3
+
+    def _telemetry(self, m, core, engine):
+        """Latency histograms, reduction group statistics, link monitors and the header
+        capture (``docs/telemetry.md`` section 6), and their registers."""
+        p, regs = self.params, self.regs
+        n = p.n_ports
+        hw_r, hw_w = regs.hw_r, regs.hw_w
+
+        # ---- latency: one timer, a stamp per packet (in the core), a histogram per egress ----
+        timer = m.submodules.latency_timer = LatencyTimer(STAMP_BITS)
+        m.d.comb += core.now.eq(timer.now)
+        window = regs.read_windows["latency_hist"]
+        hists = []
+        for q in range(n):
+            hist = m.submodules[f"latency_hist{q}"] = LatencyHistogram(latency_width=STAMP_BITS)
+            hists.append(hist)
+            eg, meta = core.egress[q], core.egress_meta[q]
+            m.d.comb += [
+                hist.sample_valid.eq(eg.valid & eg.ready & eg.payload.first & ~meta.engine),
+                hist.latency.eq(elapsed_cycles(timer.now, meta.stamp)),
+                hist.clear.eq(regs.pulse["telemetry_ctrl.hist_clear"]),
+                hist.read_index.eq(window.index[:4]),
+            ]
+        hist_port = Signal(range(window.depth // 16), name="latency_hist_port")
+        m.d.sync += hist_port.eq(window.index[4:])
+        m.d.comb += window.data.eq(_select(hist_port, [h.read_data for h in hists]))
+
+        # ---- reduction group statistics ----
+        # The engine reports completed and aborted operations with their group; it does not
+        # report NaN, infinity or saturation events per group, so those words read 0.
+        stats = m.submodules.rgroup_stats = GroupStatistics(max(2, p.n_rgroups),
+                                                            stats=("completed", "aborted"))
+        window = regs.read_windows["rgroup_stats"]
+        for k, event in enumerate((engine.completed, engine.aborted)):
+            m.d.comb += [stats.events[k].valid.eq(event.valid),
+                         stats.events[k].group.eq(event.group)]
+        stat_word = Signal(3, name="rgroup_stats_word")
+        m.d.sync += stat_word.eq(window.index[:3])
+        m.d.comb += [stats.clear.eq(regs.pulse["telemetry_ctrl.gstat_clear"]),
+                     stats.read_index.eq(window.index[3:]),
+                     window.data.eq(_select(stat_word, list(stats.read_data)))]
+
+        # ---- link status ----
+        for q in range(n):
+            mon = m.submodules[f"link_monitor{q}"] = LinkMonitor()
+            ev, lane = core.ingress_events[q], engine.lane_events[q]
+            ingress_error = (ev.reason != R.NONE) & (ev.reason != R.MSG_LOCAL)
+            sticky = [regs.swmod[f"link_status[{q}].{name}"]
+                      for name in ("tx_stuck_seen", "error_seen")]
+            m.d.comb += [
+                mon.enable.eq(hw_r["port_enable.enable"][q]),
+                mon.rx_valid.eq(core.ingress[q].valid), mon.rx_ready.eq(core.ingress[q].ready),
+                mon.tx_valid.eq(core.egress[q].valid), mon.tx_ready.eq(core.egress[q].ready),
+                mon.error.eq(ingress_error | lane.reject),
+                mon.error_reason.eq(Mux(ingress_error, ev.reason, lane.reason)),
+                mon.stuck_threshold.eq(hw_r["telemetry_ctrl.stuck_threshold"]),
+                mon.clear.eq(Cat(sticky).any()),
+            ]
+            for name in LINK_STATUS:
+                m.d.comb += hw_w[f"link_status[{q}].{name}"].eq(getattr(mon.status, name))
+
+        # ---- header capture ----
+        cap = m.submodules.capture = HeaderCapture(self.SOURCES_PER_PORT * n,
+                                                   depth=p.capture_depth)
+        for q in range(n):
+            # Ingress q: IngressEvents, one cycle after the beat.
+            ev, src = core.ingress_events[q], cap.sources[q]
+            m.d.comb += [
+                src.valid.eq(ev.rx_packet | (ev.reason != R.NONE)),
+                src.port.eq(q),
+                src.kind.eq(Mux(~ev.rx_packet, CaptureKind.CUT,
+                                Mux(ev.reason == R.NONE, CaptureKind.INGRESS,
+                                    Mux(ev.reason == R.MSG_LOCAL, CaptureKind.CONSUMED,
+                                        CaptureKind.DROP)))),
+                src.reason.eq(ev.reason), src.hdr.eq(ev.hdr), src.pfx.eq(ev.pfx),
+            ]
+            # Egress q: registered, so it is one cycle after the beat like the others.
+            eg, meta, src = core.egress[q], core.egress_meta[q], cap.sources[n + q]
+            m.d.sync += [
+                src.valid.eq(eg.valid & eg.ready & eg.payload.first),
+                src.port.eq(q),
+                src.kind.eq(Mux(meta.ur, CaptureKind.UR, CaptureKind.EGRESS)),
+                src.reason.eq(R.NONE), src.hdr.eq(eg.payload.hdr), src.pfx.eq(eg.payload.pfx),
+            ]
+            # Reduction lane q: rejected contributions, one cycle after the fact.
+            lane, src = engine.lane_events[q], cap.sources[2 * n + q]
+            m.d.comb += [
+                src.valid.eq(lane.reject), src.port.eq(q), src.kind.eq(CaptureKind.INC_REJECT),
+                src.reason.eq(lane.reason), src.hdr.eq(lane.hdr), src.pfx.eq(lane.pfx),
+            ]
+        m.d.comb += [
+            cap.enable.eq(hw_r["cap_ctrl.enable"]),
+            cap.mode.eq(hw_r["cap_ctrl.mode"]),
+            cap.trigger_on_match.eq(hw_r["cap_ctrl.trigger_on_match"]),
+            cap.trigger_kinds.eq(hw_r["cap_ctrl.trigger_kinds"]),
+            cap.post_trigger.eq(hw_r["cap_post_trigger.count"]),
+            cap.match.eq(Cat(hw_r[f"cap_match[{k}].value"] for k in range(6))),
+            cap.mask.eq(Cat(hw_r[f"cap_mask[{k}].value"] for k in range(6))),
+            cap.arm.eq(regs.pulse["cap_cmd.arm"]),
+            # software, or an arming of a reduction group that failed
+            cap.trigger.eq(regs.pulse["cap_cmd.trigger"] | engine.config_error.valid),
+            hw_w["cap_status.count"].eq(cap.count),
+            hw_w["cap_status.frozen"].eq(cap.frozen),
+            hw_w["cap_status.triggered"].eq(cap.triggered),
+            hw_w["cap_ptr.write_ptr"].eq(cap.write_ptr),
+            hw_w["cap_ptr.oldest"].eq(cap.oldest),
+            hw_w["cap_missed.count"].eq(cap.missed),
+            hw_w["cap_trigger_time.value"].eq(cap.trigger_time),
+            hw_w["cap_depth.depth"].eq(cap.depth),
+            hw_w["cap_depth.ts_width"].eq(cap.ts_width),
+            hw_w["cap_depth.n_sources"].eq(cap.n_sources),
+        ]
+        window = regs.read_windows["cap_entry"]
+        m.d.comb += [cap.read_index.eq(window.index[3:]), cap.read_word.eq(window.index[:3]),
+                     window.data.eq(cap.read_word_data)]
+
+
+def _select(index, values):
+    """``values[index]``, 0 past the end (a multiplexer)."""
+    result = Const(0, 32)
+    for k, value in enumerate(values):
+        result = Mux(index == k, value, result)
+    return result

@@ -419,7 +419,7 @@ class HeaderCapture(wiring.Component):
     Parameters
     ----------
     n_sources : int
-        Event sources per cycle (1 to 64).
+        Event sources per cycle (1 to 96: three per port of a 32-port switch).
     depth : int
         Ring entries, a power of two (2 to 65,536; default 64).
     ts_width : int
@@ -463,8 +463,8 @@ class HeaderCapture(wiring.Component):
 
     def __init__(self, n_sources=1, depth=64, ts_width=32, *, record_all=True, missed_width=32,
                  post_trigger_width=16):
-        if not isinstance(n_sources, int) or not 1 <= n_sources <= 64:
-            raise ValueError(f"n_sources must be an integer from 1 to 64, not {n_sources!r}")
+        if not isinstance(n_sources, int) or not 1 <= n_sources <= 96:
+            raise ValueError(f"n_sources must be an integer from 1 to 96, not {n_sources!r}")
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1) or depth > 65536:
             raise ValueError(f"depth must be a power of two from 2 to 65536, not {depth!r}")
         if not isinstance(ts_width, int) or not 1 <= ts_width <= CF.ENTRY_TS_BITS:

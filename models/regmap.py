@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 import enum
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,17 +53,22 @@ class FieldKind(enum.Enum):
     ``CLEAR_ON_WRITE``
         ``sw=rw, hw=w, onwrite=woclr, swmod``: the hardware holds the state and drives it in;
         reads return it; a software write of 1 to a bit asks the hardware to clear that bit.
+    ``PULSE``
+        ``sw=rw, hw=r, singlepulse``: a command; nothing is stored, reads return 0, a software
+        write of 1 to a bit pulses that bit for the hardware for one cycle.
     """
     CONST = "const"
     HW_WRITE = "hw_w"
     HW_READ = "hw_r"
     SCRATCH = "scratch"
     CLEAR_ON_WRITE = "woclr"
+    PULSE = "singlepulse"
 
     @property
     def sw_writable(self):
         """Whether a software write has any effect on this field."""
-        return self in (FieldKind.HW_READ, FieldKind.SCRATCH, FieldKind.CLEAR_ON_WRITE)
+        return self in (FieldKind.HW_READ, FieldKind.SCRATCH, FieldKind.CLEAR_ON_WRITE,
+                        FieldKind.PULSE)
 
     @property
     def has_storage(self):
@@ -122,8 +128,12 @@ class Register:
     fields : tuple of Field
         Fields, by ascending ``lsb``.
     external : bool
-        RDL ``external``: the register is a word of a memory (an array of such registers is
-        one memory, indexed by the array index), not flip-flops of the block.
+        RDL ``external``: the register is a word of an array the block does not hold in
+        flip-flops. An array of ``sw=rw, hw=r`` registers is a memory of the block, indexed by
+        the array index; an array of ``sw=r, hw=w`` registers is a *read window*: reads go
+        through a 1-cycle read port the parent provides (:attr:`read_window`), writes are
+        ignored. A multi-dimensional array is one memory or window, indexed by the flat
+        (row-major) index.
     """
     path: str
     address: int
@@ -133,14 +143,15 @@ class Register:
 
     @property
     def array_name(self):
-        """Path of the array the register belongs to, without the last index
-        (``"hc_group[5]"`` -> ``"hc_group"``)."""
-        return self.path.rsplit("[", 1)[0]
+        """Path of the array the register belongs to, without its trailing indexes
+        (``"hc_group[5]"`` -> ``"hc_group"``, ``"latency_hist[2][7]"`` -> ``"latency_hist"``)."""
+        return re.sub(r"(\[\d+\])+$", "", self.path)
 
     @property
-    def array_index(self):
-        """Last array index of the register's path (0 for a register not in an array)."""
-        return int(self.path.rsplit("[", 1)[1].rstrip("]")) if self.path.endswith("]") else 0
+    def read_window(self):
+        """Whether the register is a word of a read window (external, every field
+        ``sw=r, hw=w``)."""
+        return self.external and all(f.kind is FieldKind.HW_WRITE for f in self.fields)
 
     @property
     def n_words(self):
@@ -170,7 +181,7 @@ def _check_count(name, value, low, high):
 
 
 def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64, *,
-                   rdl_path=None):
+                   capture_depth=64, rdl_path=None):
     """Compile the register map for one switch configuration.
 
     Parameters
@@ -186,6 +197,9 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgrou
         ``N_GROUPS``, entries of the Hypercast group table (1 to 4096).
     n_rgroups : int
         ``N_RGROUPS``, reduction groups (1 to 256).
+    capture_depth : int
+        ``CAP_DEPTH``, entries of the header capture ring (a power of two, 2 to 256: its
+        window ``cap_entry`` has 8 words per entry below the reduction statistics).
     rdl_path : str or Path, optional
         RDL source; :data:`DEFAULT_RDL_PATH` when omitted.
 
@@ -205,18 +219,22 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgrou
     _check_count("n_id_routes", n_id_routes, 1, 1 << 16)
     _check_count("n_groups", n_groups, 1, 4096)
     _check_count("n_rgroups", n_rgroups, 1, 256)
+    _check_count("capture_depth", capture_depth, 2, 256)
+    if capture_depth & (capture_depth - 1):
+        raise ValueError(f"capture_depth must be a power of two, not {capture_depth}")
     path = Path(DEFAULT_RDL_PATH if rdl_path is None else rdl_path)
     compiler = RDLCompiler()
     try:
         compiler.compile_file(str(path))
         return compiler.elaborate(TOP_NAME, parameters={
             "N_PORTS": n_ports, "N_WINDOWS": n_windows, "N_ID_ROUTES": n_id_routes,
-            "N_GROUPS": n_groups, "N_RGROUPS": n_rgroups,
+            "N_GROUPS": n_groups, "N_RGROUPS": n_rgroups, "CAP_DEPTH": capture_depth,
         })
     except RDLCompileError as error:
         raise ValueError(
             f"{path} does not compile with N_PORTS={n_ports}, N_WINDOWS={n_windows}, "
-            f"N_ID_ROUTES={n_id_routes}, N_GROUPS={n_groups}, N_RGROUPS={n_rgroups}: "
+            f"N_ID_ROUTES={n_id_routes}, N_GROUPS={n_groups}, N_RGROUPS={n_rgroups}, "
+            f"CAP_DEPTH={capture_depth}: "
             f"{error}") from error
 
 
@@ -229,7 +247,10 @@ def _field_kind(node):
                            "hwset", "swacc", "we", "wel", "intr")
                if node.get_property(p)]
     kind = None
-    if not special and onwrite is None and swmod:
+    if special == ["singlepulse"] and onwrite is None and not swmod:
+        if sw in (AccessType.rw, AccessType.w) and hw == AccessType.r:
+            kind = FieldKind.PULSE
+    elif not special and onwrite is None and swmod:
         if sw == AccessType.rw and hw == AccessType.r:
             kind = FieldKind.HW_READ    # with a write strobe (Field.swmod)
     elif not special and onwrite is None:
@@ -293,10 +314,12 @@ def register_table(root):
             raise ValueError(f"register {node.get_path()}: 64-bit registers may only hold "
                              f"fields software cannot write")
         external = bool(node.external)
-        if external and (width != DATA_WIDTH or
-                         any(f.kind is not FieldKind.HW_READ or f.swmod for f in fields)):
-            raise ValueError(f"register {node.get_path()}: an external (memory) register must be "
-                             f"32 bits of plain sw=rw, hw=r fields")
+        memory_word = all(f.kind is FieldKind.HW_READ and not f.swmod for f in fields)
+        window_word = all(f.kind is FieldKind.HW_WRITE for f in fields)
+        if external and (width != DATA_WIDTH or not (memory_word or window_word)):
+            raise ValueError(f"register {node.get_path()}: an external register must be 32 bits "
+                             f"of plain sw=rw, hw=r fields (a memory) or of sw=r, hw=w fields "
+                             f"(a read window)")
         registers.append(Register(path=node.get_rel_path(top), address=node.absolute_address,
                                   width=width, fields=tuple(sorted(fields, key=lambda f: f.lsb)),
                                   external=external))

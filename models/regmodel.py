@@ -31,12 +31,16 @@ class RegisterModel:
         Number of ID-routing entries (``N_ID_ROUTES``).
     n_groups : int
         Entries of the Hypercast group table (``N_GROUPS``).
+    n_rgroups : int
+        Reduction groups (``N_RGROUPS``).
+    capture_depth : int
+        Entries of the header capture ring (``CAP_DEPTH``).
     rdl_path : str or Path, optional
         RDL source; the project's ``hdl/smartfabric.rdl`` when omitted.
 
     Attributes
     ----------
-    n_ports, n_windows, n_id_routes, n_groups : int
+    n_ports, n_windows, n_id_routes, n_groups, n_rgroups, capture_depth : int
         The configuration.
     table : tuple of models.regmap.Register
         Every register, by ascending address.
@@ -46,15 +50,16 @@ class RegisterModel:
     """
 
     def __init__(self, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64, *,
-                 rdl_path=None):
+                 capture_depth=64, rdl_path=None):
         self.n_ports = n_ports
         self.n_windows = n_windows
         self.n_id_routes = n_id_routes
         self.n_groups = n_groups
         self.n_rgroups = n_rgroups
+        self.capture_depth = capture_depth
         self.table = register_table(
             compile_regmap(n_ports, n_windows, n_id_routes, n_groups, n_rgroups,
-                           rdl_path=rdl_path))
+                           capture_depth=capture_depth, rdl_path=rdl_path))
         self._by_path = {r.path: r for r in self.table}
         self._by_word = {}
         for r in self.table:

@@ -11,6 +11,8 @@ from smartfabric.hdl import regdoc
 from smartfabric.hdl.regblock import RegisterBlock
 from smartfabric.models.regmap import FieldKind, compile_regmap
 from smartfabric.models.regmodel import RegisterModel
+from smartfabric.models.capture_format import (
+    DEFAULT_TRIGGER_KINDS, ENTRY_WORDS, KEY_WORDS, LINK_STATUS)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,7 +26,8 @@ def rng(request):
 
 @pytest.mark.parametrize("config", [
     {"n_ports": 8}, {"n_ports": 2, "n_windows": 2, "n_id_routes": 2},
-    {"n_ports": 32, "n_windows": 4, "n_id_routes": 64, "n_groups": 4096, "n_rgroups": 256},
+    {"n_ports": 32, "n_windows": 4, "n_id_routes": 64, "n_groups": 4096, "n_rgroups": 256,
+     "capture_depth": 256},
 ])
 def test_addresses_match_rdl_and_block(config):
     model = RegisterModel(**config)
@@ -34,12 +37,15 @@ def test_addresses_match_rdl_and_block(config):
     n_id_routes = config.get("n_id_routes", 16)
     n_groups = config.get("n_groups", 1024)
     n_rgroups = config.get("n_rgroups", 64)
-    # 36 single registers (identity, status, multicast window, 4 monitors x 3, parity
-    # injection and counter, reduction timeout and 3 totals), then the arrays: windows, ID
-    # routes, per port 31 counters + receive mask + 3 overlay words, group table, reduction
-    # groups (14 registers each).
-    assert len(model.registers()) == (36 + 5 * n_windows + n_id_routes + 35 * n_ports
-                                      + n_groups + 14 * n_rgroups)
+    depth = config.get("capture_depth", 64)
+    # 34 single registers (identity, status, multicast window, 4 monitors x 3, reduction
+    # timeout and 3 totals), 2 of parity (injection, parity_errors) and 21 of telemetry
+    # (control, 8 capture registers, 6 + 6 filter words), then the arrays: windows, ID routes,
+    # per port 31 counters + receive mask + 3 overlay words + link status + 16 histogram
+    # buckets, group table, reduction groups (14 registers and 8 statistics words each),
+    # capture ring (8 words per entry).
+    assert len(model.registers()) == (34 + 2 + 21 + 5 * n_windows + n_id_routes
+                                      + 52 * n_ports + n_groups + 22 * n_rgroups + 8 * depth)
     for path in model.registers():
         node = top.find_by_path(path)
         assert model.address(path) == node.absolute_address, path
@@ -56,13 +62,17 @@ def test_addresses_match_rdl_and_block(config):
             assert (f.path in block.hw_r) == (f.kind is FieldKind.HW_READ
                                               and not reg.external), f.path
             assert (f.path in block.hw_w) == (f.kind in (FieldKind.HW_WRITE,
-                                                         FieldKind.CLEAR_ON_WRITE)), f.path
+                                                         FieldKind.CLEAR_ON_WRITE)
+                                              and not reg.external), f.path
             assert (f.path in block.swmod) == (f.kind is FieldKind.CLEAR_ON_WRITE
                                                or f.swmod), f.path
-    # External registers are one memory per array, one word per entry.
+            assert (f.path in block.pulse) == (f.kind is FieldKind.PULSE), f.path
+    # External registers are one memory or read window per array, one word per entry.
     assert set(block.memories) == {"hc_group"}
     assert block.memories["hc_group"].depth == n_groups
     assert block.memories["hc_group"].shape == n_ports
+    assert {name: w.depth for name, w in block.read_windows.items()} == {
+        "latency_hist": 16 * n_ports, "rgroup_stats": 8 * n_rgroups, "cap_entry": 8 * depth}
 
 
 def test_known_addresses():
@@ -91,6 +101,34 @@ def test_known_addresses():
     assert model.is_writable("scratch") and not model.is_writable("err_count")
     with pytest.raises(KeyError, match="window\\[16\\]"):
         model.address("window[16].base_lo")
+    # telemetry (docs/telemetry.md section 5)
+    assert model.address("telemetry_ctrl") == 0x3000
+    assert model.address("cap_ctrl") == 0x3010 and model.address("cap_depth") == 0x302C
+    assert model.address("cap_match[5]") == 0x3054 and model.address("cap_mask[0]") == 0x3060
+    assert model.address("link_status[7]") == 0x309C
+    assert model.address("latency_hist[1][0]") == 0x3140
+    assert model.address("latency_hist[7][15]") == 0x32FC and model.path_at(0x3300) is None
+    assert model.address("cap_entry[1][0]") == 0xC020
+    assert model.address("cap_entry[63][7]") == 0xC7FC and model.path_at(0xC800) is None
+    assert model.address("rgroup_stats[63][7]") == 0xE7FC
+    assert model.reset_value("cap_ctrl") == DEFAULT_TRIGGER_KINDS << 8
+
+
+def test_telemetry_registers_follow_capture_format():
+    """The RDL's link_status fields are models.capture_format.LINK_STATUS, its capture key is
+    KEY_WORDS words, an entry ENTRY_WORDS words padded to 8, and the largest maps fit."""
+    model = RegisterModel(n_ports=32, n_rgroups=256, capture_depth=256)
+    assert {name: (lsb, width) for name, (lsb, width, _) in
+            model.fields("link_status[0]").items()} == LINK_STATUS
+    assert len([p for p in model.registers() if p.startswith("cap_match[")]) == KEY_WORDS
+    assert ENTRY_WORDS <= 8
+    assert model.address("latency_hist[31][15]") < model.address("inc_timeout")
+    assert model.address("cap_entry[255][7]") < model.address("rgroup_stats[0][0]")
+    assert model.address("rgroup_stats[255][7]") == 0xFFFC
+    with pytest.raises(ValueError, match="power of two"):
+        RegisterModel(n_ports=8, capture_depth=48)
+    with pytest.raises(ValueError, match="capture_depth"):
+        RegisterModel(n_ports=8, capture_depth=512)
 
 
 def test_encode_decode_round_trip(rng):

@@ -59,13 +59,15 @@ VOLUME_TESTS = [
     (REDUCE, "reduce_volume", {"verilator": 100_000, "icarus": 1_500}),
 ]
 
-# Fault campaign (verif/test_faults.py, parity: verif/test_parity.py), soak (verif/test_soak.py: packets offered in all;
-# 1,000,000 on Verilator in make regress-long) and fuzz campaign (verif/test_fuzz.py: packets
-# per port), on the 8-port configuration.
+# Fault campaign (verif/test_faults.py; parity: verif/test_parity.py), soak
+# (verif/test_soak.py: packets offered in all; 1,000,000 on Verilator in make regress-long),
+# fuzz campaign (verif/test_fuzz.py: packets per port) and telemetry
+# (verif/test_telemetry_sys.py: random packets per port), on the 8-port configuration.
 FAULTS = "smartfabric.verif.test_faults"
 SOAK = "smartfabric.verif.test_soak"
 FUZZ = "smartfabric.verif.test_fuzz"
 PARITY = "smartfabric.verif.test_parity"
+TELEMETRY = "smartfabric.verif.test_telemetry_sys"
 FAULT_TESTS = [
     (FAULTS, "fault_stuck_egress", {"verilator": 1, "icarus": 1}),
     (FAULTS, "fault_ingress_stall", {"verilator": 1, "icarus": 1}),
@@ -75,6 +77,8 @@ FAULT_TESTS = [
     (FUZZ, "fuzz_packets", {"verilator": 150, "icarus": 40}),
     (FUZZ, "fuzz_reconfig", {"verilator": 150, "icarus": 40}),
     (FUZZ, "fuzz_reset", {"verilator": 16, "icarus": 6}),
+    (TELEMETRY, "telemetry_counters", {"verilator": 8, "icarus": 2}),
+    (TELEMETRY, "telemetry_capture", {"verilator": 1, "icarus": 1}),
 ]
 
 

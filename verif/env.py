@@ -126,7 +126,7 @@ class SwitchEnv:
                                    reduce_buffer_beats=params.reduce_buffer_beats)
         self.model = SwitchModel(self.config)
         self.regmodel = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups,
-                                      params.n_rgroups)
+                                      params.n_rgroups, capture_depth=params.capture_depth)
         self.ports = None
         self.regs = None
         self.delivered = 0

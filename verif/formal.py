@@ -36,7 +36,8 @@ from ..hdl.core import SwitchCore
 from ..hdl.params import SwitchParams
 from ..hdl.tlp import IngressBeat, EgressBeat
 
-__all__ = ["AllocatorHarness", "CoreStreamHarness", "Check", "CHECKS", "CORE_PARAMS",
+__all__ = ["AllocatorHarness", "CoreStreamHarness", "EngineStreamHarness", "QueueChecks",
+           "Check", "CHECKS", "CORE_PARAMS", "ENGINE_PARAMS",
            "run_check", "main"]
 
 
@@ -93,18 +94,48 @@ class AllocatorHarness(Elaboratable):
 class QueueChecks(Elaboratable):
     """Assertions on every queue of an elaborated :class:`SwitchCore` (``core.queues``,
     filled when the core elaborates, so this must be elaborated after it): nothing is written
-    into a full queue (it would be lost), and no VOQ is read when empty (a beat that is not
-    there would cross to the egress)."""
+    into a full queue (it would be lost), no queue is read when empty (a beat that is not
+    there would cross on), and every queue keeps order.
 
-    def __init__(self, core):
+    Order is checked by tracking one entry the solver picks (a free ``<queue>_pick`` input
+    from ``free(name, shape)``; any write may be the one): its value and the number of entries
+    ahead of it are recorded, each read of the queue counts one off, and the read that finds
+    none ahead must return exactly the tracked value. The solver tries every write, so every
+    entry of every run leaves its queue intact, after everything written before it."""
+
+    def __init__(self, core, free):
         self.core = core
+        self.free = free
+        #: queue name -> a signal high in the cycle its tracked entry is read (and checked)
+        self.checked = {}
 
     def elaborate(self, platform):
         m = Module()
         for name, fifo in self.core.queues.items():
+            written = fifo.w_en & fifo.w_rdy
+            read = fifo.r_en & fifo.r_rdy
             m.d.comb += Assert(~fifo.w_en | fifo.w_rdy, f"{name} written when full")
-            if name.startswith("voq"):
+            if name.startswith("voq"):      # (a contribution queue's r_en is its stream's
+                # ready, which may be high while it is empty: only r_en & r_rdy reads)
                 m.d.comb += Assert(~fifo.r_en | fifo.r_rdy, f"{name} read when empty")
+            pick = self.free(f"{name}_pick", 1)
+            tracking = Signal(name=f"{name}_tracking")
+            tracked = Signal.like(fifo.w_data, name=f"{name}_tracked")
+            ahead = Signal(range(fifo.depth + 1), name=f"{name}_ahead")
+            checked = self.checked[name] = Signal(name=f"{name}_checked")
+            with m.If(tracking):
+                m.d.comb += Assert(ahead < fifo.level, f"{name} lost a tracked entry")
+                with m.If(read):
+                    with m.If(ahead == 0):
+                        m.d.comb += Assert(fifo.r_data == tracked,
+                                           f"{name} returned entries out of order")
+                        m.d.comb += checked.eq(1)
+                        m.d.sync += tracking.eq(0)
+                    with m.Else():
+                        m.d.sync += ahead.eq(ahead - 1)
+            with m.Elif(written & pick):
+                m.d.sync += [tracking.eq(1), tracked.eq(fifo.w_data),
+                             ahead.eq(fifo.level - read)]
         return m
 
 
@@ -134,7 +165,7 @@ class CoreStreamHarness(Elaboratable):
         p = self.params
         n = p.n_ports
         core = m.submodules.core = self.core
-        m.submodules.queue_checks = self.queue_checks(core)     # elaborated after the core
+        m.submodules.queue_checks = self.queue_checks(core, self._free)   # after the core
         rst = Signal()   # no reset after the initial state
 
         # Configuration: fixed (all ports enabled; window 0 -> the last port, ID route 0 ->
@@ -181,8 +212,16 @@ class CoreStreamHarness(Elaboratable):
         with m.If(inj.valid & inj.ready):
             m.d.sync += [inj_in_packet.eq(~inj.payload.beat.last),
                          inj_dests.eq(inj.payload.dests)]
+        # The contribution streams to the engine: free ready, valid/ready rules asserted.
         for q in range(n):
-            m.d.comb += core.contrib[q].ready.eq(self._free(f"contrib{q}_ready", 1))
+            lane = core.contrib[q]
+            m.d.comb += lane.ready.eq(self._free(f"contrib{q}_ready", 1))
+            waiting = Signal(name=f"contrib{q}_waiting")
+            held = Signal(len(Value.cast(lane.payload)), name=f"contrib{q}_held")
+            m.d.sync += [waiting.eq(lane.valid & ~lane.ready), held.eq(lane.payload)]
+            m.d.comb += Assert(~waiting | lane.valid, f"contribution lane {q} withdrew valid")
+            m.d.comb += Assert(~waiting | (Value.cast(lane.payload) == held),
+                               f"contribution lane {q} changed a waiting beat")
 
         # Egress streams.
         for q in range(n):
@@ -205,6 +244,66 @@ class CoreStreamHarness(Elaboratable):
 CoreStreamHarness.queue_checks = QueueChecks
 
 
+def _assert_stream_rules(m, stream, name):
+    """Assert the valid/ready rules on a stream the design drives: ``valid`` is not withdrawn
+    without a transfer, the payload holds still while it waits, and packets are framed
+    (``first`` exactly on the beat after a ``last``, or the first ever)."""
+    payload = Value.cast(stream.payload)
+    waiting = Signal(name=f"{name}_waiting")
+    held = Signal(len(payload), name=f"{name}_held")
+    in_packet = Signal(name=f"{name}_in_packet")
+    m.d.sync += [waiting.eq(stream.valid & ~stream.ready), held.eq(payload)]
+    m.d.comb += Assert(~waiting | stream.valid, f"{name} withdrew valid")
+    m.d.comb += Assert(~waiting | (payload == held), f"{name} changed a waiting beat")
+    beat = stream.payload.beat
+    with m.If(stream.valid & stream.ready):
+        m.d.comb += Assert(beat.first == ~in_packet, f"{name}: packets interleaved or unframed")
+        m.d.sync += in_packet.eq(~beat.last)
+
+
+class EngineStreamHarness(Elaboratable):
+    """:class:`ReductionEngine` with free contribution lanes (whole packets that keep the
+    stream rules, as the core's contribution queues deliver them), free configuration, arming
+    strobes, timeout and ``result.ready``; the result stream's rules and framing asserted."""
+
+    def __init__(self, params):
+        from ..hdl.reduce_engine import ReductionEngine
+        self.params = params
+        self.engine = ReductionEngine(params)
+        self.free = []
+
+    ports = CoreStreamHarness.ports
+    _free = CoreStreamHarness._free
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        engine = m.submodules.engine = self.engine
+        for name in ("arm", "timeout", "completer_id"):
+            member = getattr(engine, name)
+            m.d.comb += member.eq(self._free(name, len(member)))
+        for g in range(p.n_rgroups):
+            cfg = Value.cast(engine.config[g])
+            m.d.comb += cfg.eq(self._free(f"config{g}", len(cfg)))
+        for q in range(p.n_ports):
+            lane = engine.contrib[q]
+            valid = self._free(f"contrib{q}_valid", 1)
+            beat = self._free(f"contrib{q}_beat", len(Value.cast(lane.payload)))
+            m.d.comb += [lane.valid.eq(valid), Value.cast(lane.payload).eq(beat)]
+            waiting = Signal(name=f"contrib{q}_waiting")
+            held = Signal.like(beat, name=f"contrib{q}_held")
+            in_packet = Signal(name=f"contrib{q}_in_packet")
+            m.d.sync += [waiting.eq(valid & ~lane.ready), held.eq(beat)]
+            m.d.comb += Assume(~waiting | (valid & (beat == held)))
+            with m.If(valid):
+                m.d.comb += Assume(lane.payload.first == ~in_packet)
+            with m.If(valid & lane.ready):
+                m.d.sync += in_packet.eq(~lane.payload.last)
+        m.d.comb += engine.result.ready.eq(self._free("result_ready", 1))
+        _assert_stream_rules(m, engine.result, "result")
+        return m
+
+
 @dataclass(frozen=True)
 class Check:
     """One sby run: ``mode`` is ``prove`` (k-induction with k = ``depth``, unbounded) or
@@ -220,6 +319,12 @@ class Check:
 CORE_PARAMS = SwitchParams(n_ports=2, data_width=64, max_payload=128, voq_depth=2, n_windows=1,
                            n_id_routes=1, n_groups=2)
 
+#: The reduction engine configuration the result-stream check elaborates: the smallest one
+#: (2 ports, one group, int8, rings of two maximum payloads).
+ENGINE_PARAMS = SwitchParams(n_ports=2, data_width=64, max_payload=128, voq_depth=2, n_windows=1,
+                             n_id_routes=1, n_groups=2, n_rgroups=1, reduce_dtypes=("int8",),
+                             reduce_buffer_beats=32)
+
 CHECKS = [
     Check("allocator_n4", lambda: AllocatorHarness(4, exclusive_ingress=False), "prove", 8,
           description="iSLIP grant phase (the switch's), 4 ports: one match per egress, "
@@ -234,6 +339,10 @@ CHECKS = [
                       "and packet framing (no interleaving) for any legal ingress and "
                       "reduction-engine traffic; no queue written when full or read when "
                       "empty"),
+    Check("engine_streams_n2", lambda: EngineStreamHarness(ENGINE_PARAMS), "bmc", depth=12,
+          description="reduction engine, 2 ports x 64, one int8 group: the result stream "
+                      "keeps the valid/ready rules and never interleaves packets, for any "
+                      "configuration, arming, timeout and legal contribution traffic"),
 ]
 
 

@@ -21,7 +21,8 @@ def config_tag(params: SwitchParams):
     return (f"n{params.n_ports}_w{params.data_width}_mps{params.max_payload}"
             f"_q{params.voq_depth}_win{params.n_windows}_id{params.n_id_routes}"
             f"_g{params.n_groups}_rg{params.n_rgroups}_rb{params.reduce_buffer_beats}"
-            f"_t{sum(1 << DTYPE_NAMES.index(d) for d in params.reduce_dtypes):x}")
+            f"_t{sum(1 << DTYPE_NAMES.index(d) for d in params.reduce_dtypes):x}"
+            f"_cd{params.capture_depth}")
 
 
 def _waves():
