@@ -121,7 +121,7 @@ def _round_robin(m, req, width, name):
     caller loads ``pointer`` with ``index`` when the grant is used."""
     ptr = Signal(range(max(width, 2)), name=f"{name}_ptr")
     above = Signal(width, name=f"{name}_above")
-    m.d.comb += above.eq(Cat(req[i] & (ptr < i) for i in range(width)))
+    m.d.comb += above.eq(Cat(req[i] & (ptr < i) if i else C(0) for i in range(width)))
     hit_above, idx_above = _lowest_one(m, above, width, f"{name}_a")
     hit, idx_all = _lowest_one(m, req, width, f"{name}_r")
     idx = Signal(range(max(width, 2)), name=f"{name}_grant")
@@ -498,8 +498,11 @@ class ReductionEngine(wiring.Component):
             wr_data = Signal(W, name=f"l{p}_wr_data")
             for lane in range(n):
                 m.d.comb += [
-                    low_en[lane].eq((cur_rot <= lane) & (cur_rot + v > lane)),
-                    spill_en[lane].eq((cur_rot > lane) & (cur_rot + v > lane + n)),
+                    # (lane n - 1 and up: cur_rot < n, so the comparisons are constant)
+                    low_en[lane].eq((cur_rot <= lane if lane < n - 1 else C(1))
+                                    & (cur_rot + v > lane)),
+                    spill_en[lane].eq((cur_rot > lane if lane < n - 1 else C(0))
+                                      & (cur_rot + v > lane + n)),
                     wr_data[32 * lane:32 * lane + 32].eq(
                         Mux(cur_cen[lane], carry[32 * lane:32 * lane + 32],
                             rotated[32 * lane:32 * lane + 32])),
@@ -708,7 +711,7 @@ class ReductionEngine(wiring.Component):
                      hd_in.op_end.eq(op_end), hd_in.group.eq(pick_g),
                      hdr_fifo.w_data.eq(hd_in)]
         # ReduceScatter: the next chunk goes to the next member up
-        above = Cat(cb.members[q] & (cport < q) for q in range(N))
+        above = Cat(cb.members[q] & (cport < q) if q else C(0) for q in range(N))
         _, b_next_member = _lowest_one(m, above, N, "b_next_member")
 
         slot_take = Signal()

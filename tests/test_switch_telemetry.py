@@ -97,13 +97,15 @@ def test_latency_histograms_match_port_timing(seed):
     async def main(ctx):
         await ctx.tick()
         await _program(ctx, dut, regs, cfg)
-        # Zero load: one packet at a time, every egress ready.
+        # Zero load: one packet at a time (the next one starts once every beat of the last
+        # one is out), every egress ready.
         sent = 0
         for _ in range(3 * n):
-            queues[rng.randrange(n)].append(packet(rng.randrange(n), rng.randrange(n)))
+            beats = packet(rng.randrange(n), rng.randrange(n))
+            queues[rng.randrange(n)].append(beats)
             sent += 1
             await wait_delivered(ctx, sent)
-            await ctx.tick().repeat(4)
+            await ctx.tick().repeat(len(beats) + 4)
         assert {lat for q in range(n) for lat in latencies[q]} == {ZERO_LOAD_LATENCY}
         for q in range(n):
             assert await histogram(ctx, q) == expected(q), q

@@ -18,8 +18,13 @@ The properties (issue 6, item 5):
   ``valid`` is never withdrawn without a transfer and the beat is stable while it waits;
   packets never interleave: every transferred beat has ``first`` set exactly when it follows
   a ``last`` (or reset), so a second packet can only start after the first one's last beat.
-  (That no ingress ``ready`` depends on an egress ``ready`` is checked by
-  ``tests/test_switch_block.py``.)
+  The contribution lanes to the engine keep the same valid/ready rules. Every queue (VOQs,
+  the engine's VOQs, the contribution queues) is never written when full nor read when empty,
+  and keeps order (:class:`QueueChecks`). (That no ingress ``ready`` depends on an egress
+  ``ready`` is checked by ``tests/test_switch_block.py``.)
+* reduction engine, for any configuration, arming strobes, timeout, ``result.ready`` and
+  contribution packets that keep the stream rules: the result stream keeps the valid/ready
+  rules and never interleaves packets (:class:`EngineStreamHarness`).
 """
 
 import re
