@@ -376,10 +376,8 @@ class Reconfigurer:
             w = f"window[{k}]"
             await env.write_in_lockstep(f"{w}.ctrl", {"enable": 0, "port": cfg.windows[k].port},
                                         self._window_update(k, enable=False))
-            for reg, value, field in (("base_lo", base & _M32, None),
-                                      ("base_hi", base >> 32, "base"),
-                                      ("limit_lo", limit & _M32, None),
-                                      ("limit_hi", limit >> 32, "limit")):
+            for reg, value in (("base_lo", base & _M32), ("base_hi", base >> 32),
+                               ("limit_lo", limit & _M32), ("limit_hi", limit >> 32)):
                 await env.regs.write(f"{w}.{reg}", value)
             cfg.windows[k] = cfg.windows[k]._replace(base=base, limit=limit)   # disabled: unused
             enable = rng.random() < 0.8
