@@ -144,6 +144,39 @@ class QueueChecks(Elaboratable):
         return m
 
 
+def _assume_stream_rules(m, stream, free, name):
+    """Drive ``stream`` (into the design) from free inputs ``<name>_valid``/``<name>_payload``
+    (from ``free(name, shape)``), assumed to keep the valid/ready rules: ``valid`` held and the
+    payload stable until the transfer."""
+    valid = free(f"{name}_valid", 1)
+    payload = free(f"{name}_payload", len(Value.cast(stream.payload)))
+    m.d.comb += [stream.valid.eq(valid), Value.cast(stream.payload).eq(payload)]
+    waiting = Signal(name=f"{name}_waiting")
+    held = Signal.like(payload, name=f"{name}_held")
+    m.d.sync += [waiting.eq(valid & ~stream.ready), held.eq(payload)]
+    m.d.comb += Assume(~waiting | (valid & (payload == held)))
+
+
+def _assert_stream_rules(m, stream, name, beat=None):
+    """Assert the valid/ready rules on a stream the design drives: ``valid`` is not withdrawn
+    without a transfer and the payload holds still while it waits. With ``beat`` (the part of
+    the payload with ``first``/``last``), packets are framed as well: ``first`` exactly on the
+    beat after a ``last``, or the first ever."""
+    payload = Value.cast(stream.payload)
+    signal_name = name.replace(" ", "_")        # ``name`` also words the messages
+    waiting = Signal(name=f"{signal_name}_waiting")
+    held = Signal(len(payload), name=f"{signal_name}_held")
+    m.d.sync += [waiting.eq(stream.valid & ~stream.ready), held.eq(payload)]
+    m.d.comb += Assert(~waiting | stream.valid, f"{name} withdrew valid")
+    m.d.comb += Assert(~waiting | (payload == held), f"{name} changed a waiting beat")
+    if beat is not None:
+        in_packet = Signal(name=f"{signal_name}_in_packet")
+        with m.If(stream.valid & stream.ready):
+            m.d.comb += Assert(beat.first == ~in_packet,
+                               f"{name}: packets interleaved or unframed")
+            m.d.sync += in_packet.eq(~beat.last)
+
+
 class CoreStreamHarness(Elaboratable):
     """:class:`SwitchCore` with free ingress streams (assumed to keep the stream rules), free
     egress ``ready`` and group table data, a fixed configuration; the egress stream rules and
@@ -188,25 +221,12 @@ class CoreStreamHarness(Elaboratable):
 
         # Ingress streams: free, but valid held and the beat stable until accepted.
         for q in range(n):
-            ing = core.ingress[q]
-            valid = self._free(f"s{q}_valid", 1)
-            beat = self._free(f"s{q}_beat", len(Value.cast(ing.payload)))
-            m.d.comb += [ing.valid.eq(valid), Value.cast(ing.payload).eq(beat)]
-            waiting = Signal(name=f"s{q}_waiting")
-            held = Signal.like(beat, name=f"s{q}_held")
-            m.d.sync += [waiting.eq(valid & ~ing.ready), held.eq(beat)]
-            m.d.comb += Assume(~waiting | (valid & (beat == held)))
+            _assume_stream_rules(m, core.ingress[q], self._free, f"s{q}")
 
         # The reduction engine's side: its packets (free, keeping the stream rules) and the
         # contribution lanes' ready (free).
         inj = core.inject
-        valid = self._free("inject_valid", 1)
-        beat = self._free("inject_payload", len(Value.cast(inj.payload)))
-        m.d.comb += [inj.valid.eq(valid), Value.cast(inj.payload).eq(beat)]
-        waiting = Signal(name="inject_waiting")
-        held = Signal.like(beat, name="inject_held")
-        m.d.sync += [waiting.eq(valid & ~inj.ready), held.eq(beat)]
-        m.d.comb += Assume(~waiting | (valid & (beat == held)))
+        _assume_stream_rules(m, inj, self._free, "inject")
         # ... framed as the engine frames them: first / last, one destination set a packet.
         inj_in_packet = Signal()
         inj_dests = Signal.like(inj.payload.dests)
@@ -221,49 +241,15 @@ class CoreStreamHarness(Elaboratable):
         for q in range(n):
             lane = core.contrib[q]
             m.d.comb += lane.ready.eq(self._free(f"contrib{q}_ready", 1))
-            waiting = Signal(name=f"contrib{q}_waiting")
-            held = Signal(len(Value.cast(lane.payload)), name=f"contrib{q}_held")
-            m.d.sync += [waiting.eq(lane.valid & ~lane.ready), held.eq(lane.payload)]
-            m.d.comb += Assert(~waiting | lane.valid, f"contribution lane {q} withdrew valid")
-            m.d.comb += Assert(~waiting | (Value.cast(lane.payload) == held),
-                               f"contribution lane {q} changed a waiting beat")
+            _assert_stream_rules(m, lane, f"contribution lane {q}")
 
         # Egress streams.
         for q in range(n):
-            eg = core.egress[q]
-            waiting = Signal(name=f"m{q}_waiting")
-            payload = Value.cast(eg.payload)
-            held = Signal(len(payload), name=f"m{q}_held")
-            in_packet = Signal(name=f"m{q}_in_packet")
-            m.d.sync += [waiting.eq(eg.valid & ~eg.ready), held.eq(payload)]
-            m.d.comb += Assert(~waiting | eg.valid, f"egress {q} withdrew valid")
-            m.d.comb += Assert(~waiting | (payload == held),
-                               f"egress {q} changed a waiting beat")
-            with m.If(eg.valid & eg.ready):
-                m.d.comb += Assert(eg.payload.first == ~in_packet,
-                                   f"egress {q}: packets interleaved or unframed")
-                m.d.sync += in_packet.eq(~eg.payload.last)
+            _assert_stream_rules(m, core.egress[q], f"egress {q}", beat=core.egress[q].payload)
         return m
 
 
 CoreStreamHarness.queue_checks = QueueChecks
-
-
-def _assert_stream_rules(m, stream, name):
-    """Assert the valid/ready rules on a stream the design drives: ``valid`` is not withdrawn
-    without a transfer, the payload holds still while it waits, and packets are framed
-    (``first`` exactly on the beat after a ``last``, or the first ever)."""
-    payload = Value.cast(stream.payload)
-    waiting = Signal(name=f"{name}_waiting")
-    held = Signal(len(payload), name=f"{name}_held")
-    in_packet = Signal(name=f"{name}_in_packet")
-    m.d.sync += [waiting.eq(stream.valid & ~stream.ready), held.eq(payload)]
-    m.d.comb += Assert(~waiting | stream.valid, f"{name} withdrew valid")
-    m.d.comb += Assert(~waiting | (payload == held), f"{name} changed a waiting beat")
-    beat = stream.payload.beat
-    with m.If(stream.valid & stream.ready):
-        m.d.comb += Assert(beat.first == ~in_packet, f"{name}: packets interleaved or unframed")
-        m.d.sync += in_packet.eq(~beat.last)
 
 
 class EngineStreamHarness(Elaboratable):
@@ -292,20 +278,14 @@ class EngineStreamHarness(Elaboratable):
             m.d.comb += cfg.eq(self._free(f"config{g}", len(cfg)))
         for q in range(p.n_ports):
             lane = engine.contrib[q]
-            valid = self._free(f"contrib{q}_valid", 1)
-            beat = self._free(f"contrib{q}_beat", len(Value.cast(lane.payload)))
-            m.d.comb += [lane.valid.eq(valid), Value.cast(lane.payload).eq(beat)]
-            waiting = Signal(name=f"contrib{q}_waiting")
-            held = Signal.like(beat, name=f"contrib{q}_held")
+            _assume_stream_rules(m, lane, self._free, f"contrib{q}")
             in_packet = Signal(name=f"contrib{q}_in_packet")
-            m.d.sync += [waiting.eq(valid & ~lane.ready), held.eq(beat)]
-            m.d.comb += Assume(~waiting | (valid & (beat == held)))
-            with m.If(valid):
+            with m.If(lane.valid):
                 m.d.comb += Assume(lane.payload.first == ~in_packet)
-            with m.If(valid & lane.ready):
+            with m.If(lane.valid & lane.ready):
                 m.d.sync += in_packet.eq(~lane.payload.last)
         m.d.comb += engine.result.ready.eq(self._free("result_ready", 1))
-        _assert_stream_rules(m, engine.result, "result")
+        _assert_stream_rules(m, engine.result, "result", beat=engine.result.payload.beat)
         return m
 
 
