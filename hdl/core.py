@@ -69,7 +69,13 @@ class SwitchCore(wiring.Component):
         queue towards every egress in ``dests``. The engine is the (N+1)-th source of the
         allocator and shares each egress with the ingresses by round robin. With ``rebase``
         set the header address is an offset into each receiver's window (like a Hypercast
-        copy).
+        copy); the copy to a receiver whose window is hidden by a window parity error
+        (``ReceiverWindow.parity_error`` when the packet's first beat is taken) is not
+        queued: it is dropped whole, never sent with a wrong address
+        (``docs/protocol.md`` section 9).
+    engine_parity_drops : Out(N)
+        Bit o: a rebased engine packet's copy to egress o was dropped for a receiver-window
+        parity error (one cycle after its first beat was taken; one bit per dropped copy).
     ingress_events, egress_events : Out(...).array(N)
         Per-port events for the counters, one cycle after the fact.
     now : In(STAMP_BITS)
@@ -109,6 +115,7 @@ class SwitchCore(wiring.Component):
             "egress_events": Out(EgressEvents).array(n),
             "now": In(STAMP_BITS),
             "egress_meta": Out(EgressMeta).array(n),
+            "engine_parity_drops": Out(n),
             **{name: member for name, member in routing_config_members(params).items()
                if name != "receiver_windows"},
             "overlays": In(data.ArrayLayout(Overlay, n)),
@@ -200,6 +207,20 @@ class SwitchCore(wiring.Component):
         # ---- the reduction engine's queues: source N ----
         inj = self.inject.payload
         inj_rdy = Signal(n)
+        # Copies of a rebased packet to receivers whose window fails its parity check are
+        # dropped: decided on the first beat and held for the rest of the packet.
+        hidden = Signal(n)
+        m.d.comb += hidden.eq(Mux(inj.rebase,
+                                  Cat(receiver_windows[o].parity_error for o in range(n)), 0))
+        held_drops = Signal(n)
+        inj_drops = Signal(n)
+        inj_dests = Signal(n)
+        m.d.comb += [inj_drops.eq(Mux(inj.beat.first, inj.dests & hidden, held_drops)),
+                     inj_dests.eq(inj.dests & ~inj_drops)]
+        m.d.sync += self.engine_parity_drops.eq(0)
+        with m.If(self.inject.valid & self.inject.ready & inj.beat.first):
+            m.d.sync += [held_drops.eq(inj.dests & hidden),
+                         self.engine_parity_drops.eq(inj.dests & hidden)]
         voq.append([None] * n)
         for o in range(n):
             q = voq[n][o] = m.submodules[f"voq_engine_{o}"] = SyncFIFO(width=queued_width,
@@ -210,12 +231,12 @@ class SwitchCore(wiring.Component):
                 queued.beat.eq(inj.beat),
                 queued.rewrite.eq(Mux(inj.rebase, Rewrite.REBASE, Rewrite.NONE)),
                 q.w_data.eq(queued),
-                q.w_en.eq(self.inject.valid & self.inject.ready & inj.dests[o]),
+                q.w_en.eq(self.inject.valid & self.inject.ready & inj_dests[o]),
                 inj_rdy[o].eq(q.w_rdy),
             ]
         # Beat by beat: the engine's packets need no whole-packet room, because a packet
         # from an ingress, once started, never waits for an egress the engine holds.
-        m.d.comb += self.inject.ready.eq((inj.dests & ~inj_rdy) == 0)
+        m.d.comb += self.inject.ready.eq((inj_dests & ~inj_rdy) == 0)
 
         # ---- egress buffers: two entries, so "can take a beat" is a register ----
         out_fifo = []

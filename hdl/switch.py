@@ -286,7 +286,9 @@ class SmartfabricSwitch(wiring.Component):
                 count = Signal(64, name=f"port{q}_{name}")
                 m.d.sync += count.eq(count + sum(events))
                 m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
-        # Parity errors found: PARITY drops and rejections, and scheduler snapshot errors.
+        # Parity errors found: PARITY drops and rejections, scheduler snapshot errors and
+        # engine copies dropped for a receiver-window parity error.
+        parity_events += list(core.engine_parity_drops)
         parity_errors = Signal(64)
         m.d.sync += parity_errors.eq(parity_errors + sum(parity_events) + engine.parity_error)
         m.d.comb += hw_w["parity_errors.count"].eq(parity_errors)

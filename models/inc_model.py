@@ -395,6 +395,38 @@ class IncModel:
         """Predictable result bytes not delivered yet."""
         return sum(grp.pending_bytes() for grp in self.groups.values())
 
+    def drop_results(self, port: int) -> int:
+        """Every result due to ``port`` so far was sent and dropped (its receiver window was
+        hidden by a window parity error, docs/protocol.md section 9): skip them in the port's
+        streams and return the number of result packets dropped.
+
+        The engine cuts a round's results into bursts by timing (section 8), so the count is
+        known only when each dropped share is a single beat; a longer one raises ValueError.
+        """
+        packets = 0
+        lanes = self.w // 8
+        for g, grp in list(self.groups.items()):
+            c = grp.cursor.get(port)
+            while c is not None and c[0] in grp.rounds:
+                r, off, end, start = c
+                rnd = grp.rounds[r]
+                avail = min(rnd.available(), end)
+                if avail > off:
+                    if avail - off > lanes or off // lanes != (avail - 1) // lanes:
+                        raise ValueError(
+                            f"group {g}: {avail - off} result bytes to hidden port {port} span "
+                            f"more than one beat; the model cannot count their packets")
+                    packets += 1
+                    c[1] = off = avail
+                if off < end:
+                    break
+                c[0], c[1] = r + 1, start
+                if all(cur[0] > r for cur in grp.cursor.values()):
+                    grp.completed += 1
+                    self.completed[g] += 1
+                    del grp.rounds[r]
+        return packets
+
 
 def _write_of(hdr: int) -> tuple[int, int, int, int]:
     """(address, payload bytes, First BE, Last BE) of a memory write header."""

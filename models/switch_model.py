@@ -798,6 +798,7 @@ class SwitchModel:
             {"packets": 0, "copies": 0} for _ in range(N_HC_MONITORS)]
         self.errors: list[ErrorRecord] = []
         self._err_status_from = 0
+        self.engine_parity_drops = 0     # engine packets dropped at a hidden receiver window
         cfg = self.config
         self.inc = IncModel(n, cfg.data_width, cfg.max_payload, cfg.n_rgroups,
                             cfg.reduce_dtypes, cfg.reduce_buffer_beats)
@@ -840,8 +841,20 @@ class SwitchModel:
 
     @property
     def parity_errors(self) -> int:
-        """The ``parity_errors`` counter: packets dropped or rejected as PARITY."""
-        return sum(1 for e in self.errors if e.reason == DropReason.PARITY)
+        """The ``parity_errors`` counter: packets dropped or rejected as PARITY, and engine
+        packets dropped because their receiver window is hidden by a parity error."""
+        return sum(1 for e in self.errors if e.reason == DropReason.PARITY) + \
+            self.engine_parity_drops
+
+    def drop_hidden_results(self) -> int:
+        """Call with the switch drained (every result the engine can send has been sent):
+        results due to a port whose receiver window is hidden by a window parity error were
+        dropped at its egress, never misaddressed (docs/protocol.md section 9). Skips them
+        and counts them in :attr:`parity_errors`; returns the packets dropped."""
+        dropped = sum(self.inc.drop_results(p) for p in range(self.config.n_ports)
+                      if self.config.receiver_parity_error(p))
+        self.engine_parity_drops += dropped
+        return dropped
 
     def abort_rgroup(self, group: int) -> None:
         """The engine's timeout aborted ``group``'s operation: expect its abort notices."""
@@ -1002,7 +1015,11 @@ class SwitchModel:
         return None
 
     def _notice(self, port: int, offset: int, notice: int) -> None:
-        """Expect a one-DW engine notice at ``port``'s window offset ``offset``."""
+        """Expect a one-DW engine notice at ``port``'s window offset ``offset`` (none, and a
+        parity error counted, when that window is hidden by a parity error: section 9)."""
+        if self.config.receiver_parity_error(port):
+            self.engine_parity_drops += 1
+            return
         self._append(self.config.n_ports, port, Packet((Beat(
             notice, 0xF, True, True, self._engine_hdr(port, offset, 1), 0, False),)))
 

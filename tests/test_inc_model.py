@@ -224,3 +224,42 @@ def test_parity_error_rejects_every_contribution_until_rearmed():
         DropReason.INC_BAD_GROUP
     m.arm(2, _group())
     assert m.check(0, _hdr(BASE, 16), pfx) == (None, 0x2000)
+
+
+def test_hidden_receiver_drops_results_and_notices():
+    """docs/reduction-engine.md section 15: with port 1's receiver window hidden by a window
+    parity error, its one-beat result shares and its notices are dropped and counted in
+    ``parity_errors``; port 0 gets its results; a share of more than one beat cannot be
+    counted and says so."""
+    n = 4
+    windows = [(0x8000_0000 + p * 0x100_0000, 0x80FF_FFFF + p * 0x100_0000, p, True)
+               for p in range(n)]
+    config = SwitchConfig(n_ports=n, data_width=W, max_payload=128, windows=windows,
+                          n_rgroups=8, reduce_buffer_beats=256, window_parity_errors={1})
+    sm = SwitchModel(config)
+    assert [config.receiver_parity_error(p) for p in range(n)] == [False, True, True, True]
+    cfg = _group(members=0b11, size=LANES)
+    assert sm.arm_rgroup(0, cfg) == RGroupConfigError.NONE
+    pfx = inc_prefix(0, "int32", "sum")
+    rows = [bytes(range(LANES)), bytes(range(LANES, 2 * LANES))]
+    for _ in range(2):
+        for p in (0, 1):
+            sm.ingress_packet(p, tb.packet_beats(_hdr(BASE, LANES), pfx, rows[p], W))
+    sm.ingress_packet(2, tb.packet_beats(_hdr(BASE, LANES), pfx, bytes(LANES), W))  # no member
+    assert not sm.expected[(n, 2)] and sm.parity_errors == 1        # its notice, dropped
+    assert sm.pending() == 2 * 2 * LANES
+    assert sm.drop_hidden_results() == 2                            # port 1: two rounds
+    assert sm.pending() == 2 * LANES and sm.parity_errors == 3
+    want = reduce("int32", "sum", np.stack([np.frombuffer(r, "<u4") for r in rows]))
+    for _ in range(2):
+        packet = tb.packet_beats(tb.mwr_hdr(0x8000_1000, LANES // 4), 0,
+                                 want.astype("<u4").tobytes(), W)
+        assert sm.match_egress(0, packet) == n
+    assert sm.pending() == 0 and sm.inc.completed[0] == 2
+    # a longer share: its bursts depend on timing
+    sm.arm_rgroup(1, _group(members=0b11, size=4 * LANES))
+    for p in (0, 1):
+        sm.ingress_packet(p, tb.packet_beats(_hdr(BASE, 4 * LANES), inc_prefix(1, "int32", "sum"),
+                                             bytes(4 * LANES), W))
+    with pytest.raises(ValueError, match="more than one beat"):
+        sm.drop_hidden_results()

@@ -13,9 +13,10 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..models.formats import Collective, DropReason, ParityTarget, SfKind, sf_prefix
+from ..models.reduction import dtype_info
 from .env import SwitchEnv, params_from_env, seed_from_env
 from .multicast import Multicast
 from .reduction import ARM_CYCLES, Reduction, operands
@@ -101,11 +102,12 @@ async def _group_table(env, mc, per_port):
     assert sum(c["drop_parity"] for c in env.model.counters.values()) == before + 2 * n + 1
 
 
-async def _window(env, mc, per_port):
+async def _window(env, mc, red, nrng, per_port):
     """Window t (port t's 32-bit window, t >= 1) is written with the injection: addresses
     of the windows numbered below t route as before; those of t and every later window (the
     64-bit ones), and addresses no window matches, are dropped as PARITY (reads answered
-    with UR); a Hypercast copy to port t (whose receiver window is t) is dropped too. ID
+    with UR); a Hypercast copy to port t (whose receiver window is t) is dropped too, and so
+    are the reduction engine's packets to ports t and above (:func:`_hidden_results`). ID
     routing is unaffected. Rewritten, window t works again."""
     cfg, rng, n = env.config, env.rng, env.params.n_ports
     t = rng.randrange(1, n)
@@ -136,6 +138,7 @@ async def _window(env, mc, per_port):
     assert sum(c["ur_sent"] for c in env.model.counters.values()) - urs >= n
     src = rng.randrange(n)
     await _isolated_error(env, src, env.beats_of_tlp(env.mem_read(src, above, 8, wide=False)))
+    await _hidden_results(env, red, nrng, t)
     # rewriting any register of the window clears the fault
     await env.write_in_lockstep(f"window[{t}].base_lo", base & 0xFFFFFFFF,
                                 lambda: cfg.window_parity_errors.discard(t))
@@ -147,6 +150,47 @@ async def _window(env, mc, per_port):
     _background(env, per_port)
     await env.drain()
     assert sum(c["drop_parity"] for c in env.model.counters.values()) == total
+
+
+async def _hidden_results(env, red, nrng, t):
+    """With window t failing parity, the receiver windows of ports t and above are hidden:
+    reduction results (one beat per round, so one packet per receiver) and notices to them are
+    dropped and counted in ``parity_errors``, never sent with a wrong address; the members
+    below t get theirs."""
+    params, rng, n = env.params, env.rng, env.params.n_ports
+    g = 0
+    dtype = "int32" if "int32" in params.reduce_dtypes else params.reduce_dtypes[0]
+    members = sorted({rng.randrange(t), rng.randrange(t, n), rng.randrange(n)})
+    if len(members) < 2:
+        members.append(next(p for p in range(n) if p not in members))
+    mask = sum(1 << p for p in members)
+    size = params.lanes
+    cfg = red.random_group(g, dtype, "sum", mask, size, 0, params.reduce_min_group_beats,
+                           collective=Collective.ALLREDUCE)
+    await red.arm(g, cfg)
+    before = env.model.parity_errors
+    rounds = 3
+    for _ in range(rounds):
+        esize = dtype_info(dtype).width // 8
+        rows = operands(nrng, dtype, len(members), size // esize).astype(f"<u{esize}")
+        for k, p in enumerate(members):
+            env.send_beats(p, red.contribution(p, g, cfg, 0, rows[k].tobytes()))
+    # a contribution to a group that is not armed: its rejection notice to the sender
+    hidden_sender = rng.randrange(t, n)
+    stray = red.random_group(1, dtype, "sum", 1 << hidden_sender, size, 0,
+                             params.reduce_min_group_beats)
+    env.send_beats(hidden_sender, red.contribution(hidden_sender, 1, stray, 0, bytes(size)))
+    # every result the engine sends goes out within the drain bound of an idle switch
+    quiet, clk = 0, env.dut.clk
+    while quiet < (n + 1) * params.voq_depth + 4 * params.max_beats + 200:
+        await RisingEdge(clk)
+        quiet = quiet + 1 if env.ports.idle() else 0
+    dropped = env.model.drop_hidden_results()
+    hidden = [p for p in members if p >= t]
+    assert dropped == rounds * len(hidden), (dropped, rounds, hidden)
+    await env.drain()
+    assert env.model.parity_errors - before == dropped + 1
+    await red.disarm(g)
 
 
 async def _rgroup(env, red, nrng, per_port):
@@ -206,7 +250,7 @@ async def fault_parity(dut):
     nrng = np.random.default_rng(env.seed)
     per_port = 4 * SCALE
     await _group_table(env, mc, per_port)
-    await _window(env, mc, per_port)
+    await _window(env, mc, red, nrng, per_port)
     await _rgroup(env, red, nrng, per_port)
     await env.drain()
     await env.check_counters()
