@@ -7,6 +7,8 @@ must refute (so the check can fail), and the switch core's stream rules to a sho
 
 import dataclasses
 
+import pytest
+
 from smartfabric.verif.formal import (
     CHECKS, CORE_PARAMS, AllocatorHarness, Check, run_check,
 )
@@ -120,3 +122,16 @@ def test_engine_harness_reaches_results(tmp_path):
                                 make=lambda: Harness(ENGINE_PARAMS))
     passed, line, log = run_check(check, tmp_path)
     assert not passed and "failed assertion" in log.read_text(), line
+
+
+def test_formal_cli_rejects_bad_arguments(capsys):
+    """``smartfabric formal``: an unknown check or a depth below 1 is a one-line usage error
+    (exit status 2) before any solver runs."""
+    from smartfabric.verif.formal import main
+    for argv, message in ((["no_such_check"], "unknown check 'no_such_check'"),
+                          (["--depth", "0", "allocator_n4"], "depth must be at least 1"),
+                          (["--depth", "six"], "invalid int value")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

@@ -27,9 +27,11 @@ The properties (issue 6, item 5):
   rules and never interleaves packets (:class:`EngineStreamHarness`).
 """
 
+import dataclasses
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,7 +321,7 @@ CHECKS = [
     Check("allocator_exclusive_n4", lambda: AllocatorHarness(4, exclusive_ingress=True),
           "bmc", 16, description="classic iSLIP, 4 ports: one match per egress and per "
                                "ingress, matches are requests, wait < N matches"),
-    Check("core_streams_n2", lambda: CoreStreamHarness(CORE_PARAMS), "bmc", depth=8,
+    Check("core_streams_n2", lambda: CoreStreamHarness(CORE_PARAMS), "bmc", depth=6,
           description="switch core, 2 ports x 64, VOQ depth 2: egress valid/ready rules "
                       "and packet framing (no interleaving) for any legal ingress and "
                       "reduction-engine traffic; no queue written when full or read when "
@@ -389,14 +391,22 @@ def main(argv=None):
     parser.add_argument("checks", nargs="*",
                         help=f"checks to run: {', '.join(c.name for c in CHECKS)}")
     parser.add_argument("--out", type=Path, default=Path("build/formal"))
+    parser.add_argument("--depth", type=int, default=None,
+                        help="override every selected check's depth (cycles)")
     args = parser.parse_args(argv)
+    if args.depth is not None and args.depth < 1:
+        parser.error(f"depth must be at least 1, not {args.depth}")
     by_name = {c.name: c for c in CHECKS}
     unknown = [name for name in args.checks if name not in by_name]
     if unknown:
         parser.error(f"unknown check {unknown[0]!r} (available: {', '.join(by_name)})")
     failed = 0
     for check in [by_name[name] for name in args.checks] or CHECKS:
+        if args.depth is not None:
+            check = dataclasses.replace(check, depth=args.depth)
+        start = time.monotonic()
         passed, line, log = run_check(check, args.out / check.name)
+        line += f" [{time.monotonic() - start:.0f} s]"
         print(line if passed else f"{line} (log: {log})", flush=True)
         failed += not passed
     return 1 if failed else 0
