@@ -51,7 +51,15 @@ def generate_verilog(params: SwitchParams) -> str:
 
 def source_digest() -> str:
     """A digest of everything the generated Verilog depends on: every file of the package's
-    ``hdl/``, ``models/`` and ``synth/`` folders, and the Amaranth and Yosys versions."""
+    ``hdl/``, ``models/`` and ``synth/`` folders, and the Amaranth and Yosys versions.
+
+    Taken once, when this module is imported (it imports the design first), so it describes
+    the code this process elaborates: a file edited while a long test run is going on must
+    not give that run's Verilog, made from the code it loaded at its start, the new key."""
+    return _IMPORT_DIGEST
+
+
+def _digest_files() -> str:
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     for folder in ("hdl", "models", "synth"):
@@ -64,6 +72,9 @@ def source_digest() -> str:
         except metadata.PackageNotFoundError:
             digest.update(f"{dist}=none".encode())
     return digest.hexdigest()
+
+
+_IMPORT_DIGEST = _digest_files()
 
 
 def write_verilog(params: SwitchParams, path, reuse=False) -> Path:
