@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: all demo test verilog synth reduce-area bench regress-long lint formal docs clean
+.PHONY: all demo test verilog synth switch-area reduce-area bench regress-long lint formal docs clean
 
 all: test
 
@@ -32,6 +32,9 @@ formal: $(STAMP)
 
 synth: $(STAMP)
 	$(VENV)/bin/smartfabric synth --ports 8 --data-width 64 --out build/synth
+
+switch-area: $(STAMP)
+	$(PY) -m smartfabric.synth.switch_area --config synth/lean_8x64.toml --out build/switch_area
 
 reduce-area: $(STAMP)
 	$(PY) -m smartfabric.synth.reduce_area --inputs 8 --data-width 64 --out build/reduce_area

@@ -5,7 +5,7 @@ from dataclasses import dataclass, asdict
 from ..models.formats import SUPPORTED_PORTS, SUPPORTED_WIDTHS
 from ..models.reduction import DTYPE_NAMES
 
-__all__ = ["SwitchParams"]
+__all__ = ["SwitchParams", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,21 @@ class SwitchParams:
     def as_dict(self):
         """Plain-data form (tuples as lists, so a JSON round trip compares equal)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def load_config(path) -> dict:
+    """The ``[switch]`` table (or the top level) of a TOML build configuration, checked for
+    unknown keys: ``SwitchParams`` fields by name. Raises ValueError with a one-line reason."""
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"cannot read config {path}: {e}")
+    table = doc.get("switch", doc)
+    known = set(SwitchParams.__dataclass_fields__)
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"unknown keys in {path}: {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(known))})")
+    return dict(table)

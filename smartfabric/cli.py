@@ -29,22 +29,8 @@ def _add_switch_args(p, *, ports=8, width=256):
 
 
 def _params(args):
-    from .hdl.params import SwitchParams
-    fields = {}
-    if args.config is not None:
-        import tomllib
-        try:
-            with open(args.config, "rb") as f:
-                doc = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"cannot read config {args.config}: {e}")
-        table = doc.get("switch", doc)
-        known = set(SwitchParams.__dataclass_fields__)
-        unknown = set(table) - known
-        if unknown:
-            raise ValueError(f"unknown keys in {args.config}: {', '.join(sorted(unknown))} "
-                             f"(known: {', '.join(sorted(known))})")
-        fields.update(table)
+    from .hdl.params import SwitchParams, load_config
+    fields = load_config(args.config) if args.config is not None else {}
     fields.setdefault("n_ports", args.ports)
     fields.setdefault("data_width", args.data_width)
     if args.max_payload is not None:
@@ -136,12 +122,8 @@ def _allreduce_params(args, params):
     otherwise (every type at 16 ports takes minutes to elaborate; the rate does not depend
     on the type)."""
     import dataclasses
-    fixed = set()
-    if args.config is not None:
-        import tomllib
-        with open(args.config, "rb") as f:
-            doc = tomllib.load(f)
-        fixed = set(doc.get("switch", doc))
+    from .hdl.params import load_config
+    fixed = set(load_config(args.config)) if args.config is not None else set()
     change = {}
     if "reduce_dtypes" not in fixed:
         change["reduce_dtypes"] = ("bf16",)
