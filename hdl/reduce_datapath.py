@@ -26,7 +26,7 @@ combinational; :class:`BeatReducer` places the pipeline registers between them):
 No float is ever added to another float.
 
 :class:`ElementEventCounter` counts, in a result beat, the elements that are NaNs, infinities
-and saturations: the per-group statistics of ``docs/telemetry.md`` section 2.
+and saturations: the per-group statistics of ``docs/telemetry.md`` section 2.1.
 """
 
 from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, Value, signed
@@ -830,7 +830,7 @@ class BeatReducer(wiring.Component):
 
 class ElementEventCounter(wiring.Component):
     """Counts, in one result beat, the elements that are NaNs, infinities and saturations: the
-    per-group element statistics (``docs/telemetry.md`` section 2;
+    per-group element statistics (``docs/telemetry.md`` section 2.1;
     ``models.reduction.reduce_with_events``). A 2-stage pipeline without backpressure: one
     beat per cycle in, its counts exactly :attr:`LATENCY` (2) cycles later.
 
@@ -880,6 +880,8 @@ class ElementEventCounter(wiring.Component):
                              f"got {data_width!r}")
         if not isinstance(tag_width, int) or isinstance(tag_width, bool) or tag_width < 0:
             raise ValueError(f"tag_width must be an integer >= 0, got {tag_width!r}")
+        if isinstance(dtypes, (str, DType)):
+            raise ValueError(f"dtypes must be an iterable of element-type names, got {dtypes!r}")
         names = {dtype_info(name).name for name in dtypes}
         self.data_width = data_width
         self.dtypes = tuple(n for n in DTYPE_NAMES if n in names)

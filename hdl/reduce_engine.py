@@ -193,7 +193,7 @@ class ReductionEngine(wiring.Component):
         One-cycle pulses (``valid``, ``group``): the last beat of an operation left on
         ``result``; an operation timed out.
     nan, infinity, saturation : Out(GroupCount(W / 8))
-        The per-group element statistics (docs/telemetry.md section 2): ``amount`` elements
+        The per-group element statistics (docs/telemetry.md section 2.1): ``amount`` elements
         of one result beat of ``group`` (within its ``keep``) are NaNs / infinities /
         saturations (+-max finite because the saturate rule clamped them: fp8 sums only).
         Counted once per beat the reducer hands to the output register (which sends every

@@ -15,7 +15,7 @@ timeout abort it provoked (:meth:`IncModel.abort`). The model predicts
   accepts any packet that is the next piece of a stream, and checks its header, length,
   ``keep`` and every payload byte;
 * the per-group ``completed`` / ``aborted`` counts and the arming results (``status``);
-* the per-group statistics of the ``rgroup_stats`` window (docs/telemetry.md section 2):
+* the per-group statistics of the ``rgroup_stats`` window (docs/telemetry.md section 2.1):
   completed and aborted operations, and the NaN, infinity and saturated elements of the
   results of every completed round, from :func:`models.reduction.reduce_with_events`
   (:meth:`IncModel.group_stats`, :meth:`IncModel.clear_stats`).

@@ -11,7 +11,7 @@ API
   raw bits; returns raw bits of shape (elements,).
 * ``reduce_with_events(dtype, op, contributions, saturate=True)``: the same result and, per
   result element, the statistic events it counts (``ELEMENT_EVENTS``: NaN, infinity,
-  saturation; docs/telemetry.md section 2).
+  saturation; docs/telemetry.md section 2.1).
 * ``reduce_scatter_chunks(n_elements, members)``: ReduceScatter chunk boundaries.
 * ``to_bits(dtype, values)`` / ``from_bits(dtype, bits)``: convert between native numpy /
   ml_dtypes arrays and raw bits (conveniences for callers and tests; the model never uses them).
@@ -214,7 +214,7 @@ def reduce_with_events(dtype, op: str, contributions, saturate: bool = True):
 
     Returns ``(result, events)``: ``result`` as :func:`reduce` returns it; ``events`` a dict
     with a boolean array of shape (elements,) per name of :data:`ELEMENT_EVENTS`
-    (docs/telemetry.md section 2):
+    (docs/telemetry.md section 2.1):
 
     * ``nan``: the result element is a NaN (float types; classified from its bits);
     * ``infinity``: the result element is +inf or -inf (float types with infinities);

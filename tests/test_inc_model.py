@@ -249,7 +249,7 @@ def _deliver(m, g, cfg, want):
 @pytest.mark.parametrize("collective", list(Collective))
 @pytest.mark.parametrize("saturate", [True, False])
 def test_group_stats_count_each_result_element_once(collective, saturate):
-    """docs/telemetry.md section 2: NaN, infinity and saturation count once per result
+    """docs/telemetry.md section 2.1: NaN, infinity and saturation count once per result
     element of a completed round, whatever the collective (an AllReduce packet reaches every
     member but counts once); nothing counts before the round completes; an aborted round
     adds only to ``aborted``; counts saturate at 2^32 - 1; clear_stats zeroes the window

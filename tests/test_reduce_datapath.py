@@ -692,6 +692,7 @@ def test_element_event_counter(width, dtypes, seed):
 def test_element_event_counter_parameters():
     for kwargs, bad in ((dict(data_width=96), "data_width"), (dict(data_width=64, tag_width=-1),
                                                               "tag_width"),
-                        (dict(data_width=64, dtypes=("fp64",)), "fp64")):
+                        (dict(data_width=64, dtypes=("fp64",)), "fp64"),
+                        (dict(data_width=64, dtypes="fp32"), "fp32")):
         with pytest.raises(ValueError, match=bad):
             ElementEventCounter(**kwargs)

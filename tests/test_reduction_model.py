@@ -626,7 +626,7 @@ def test_float_against_fraction_reference(request, dtype, saturate):
 @pytest.mark.parametrize("dtype, saturate", [(d, True) for d in FLOAT_DTYPES]
                          + [(d, False) for d in FP8_DTYPES])
 def test_events_against_fraction_reference(request, dtype, saturate):
-    """Statistic events (docs/telemetry.md section 2) against the Fraction reference: NaN and
+    """Statistic events (docs/telemetry.md section 2.1) against the Fraction reference: NaN and
     infinity classified by decoding the result with ml_dtypes, saturation where the reference
     took the saturate branch; a sum that rounds to max finite without overflowing is not a
     saturation. Random bit patterns, near-overflow values included."""
@@ -700,7 +700,7 @@ def test_events_against_fraction_reference(request, dtype, saturate):
     ("int32", "xor", True, [0x7F800000, 0x00400000], 0x7FC00000, set()),
 ])
 def test_events_directed(dtype, op, saturate, members, want_bits, events):
-    """Rule of each statistic on hand-worked cases (docs/telemetry.md section 2)."""
+    """Rule of each statistic on hand-worked cases (docs/telemetry.md section 2.1)."""
     bits, ev = reduce_with_events(dtype, op, np.array([[v] for v in members], dtype=np.int64),
                                   saturate=saturate)
     assert int(bits[0]) == want_bits

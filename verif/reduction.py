@@ -93,7 +93,7 @@ def operands(rng, dtype, members, elements):
 
 def special_operands(rng, dtype, members, elements):
     """Raw bits, shape ``(members, elements)``, whose results exercise the per-group element
-    statistics (docs/telemetry.md section 2): per element, at random, a NaN among finite
+    statistics (docs/telemetry.md section 2.1): per element, at random, a NaN among finite
     values; an infinity among finite values (E5M2 with saturate on: a saturation); +inf with
     -inf (NaN); every member at the largest finite value of one sign (an overflow: +-inf, or
     for fp8 a saturation / E4M3 NaN); the largest finite value with zeros (a max-finite sum
