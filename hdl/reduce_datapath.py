@@ -20,21 +20,27 @@ combinational; :class:`BeatReducer` places the pipeline registers between them):
 * :class:`ExactAccumulator`: the exact signed sum of the members (Kulisch-style fixed point,
   adder tree) plus NaN / +inf / -inf / "every member is -0" flags.
 * :class:`ExactRounder`: the exact sum rounded once to the element type, nearest even, with the
-  special-value, zero-sign and overflow/saturate rules.
+  special-value, zero-sign and overflow/saturate rules; it flags results the saturate rule
+  clamped.
 
 No float is ever added to another float.
+
+:class:`ElementEventCounter` counts, in a result beat, the elements that are NaNs, infinities
+and saturations: the per-group statistics of ``docs/telemetry.md`` section 2.1.
 """
 
-from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, signed
+from amaranth.hdl import C, Cat, Module, Mux, Shape, Signal, Value, signed
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..models.reduction import DTYPE_NAMES, DTYPES, FLOAT_OPS, FP8_DTYPES, OPS, DType, dtype_info
+from ..models.reduction import (
+    DTYPE_NAMES, DTYPES, ELEMENT_EVENTS, FLOAT_OPS, FP8_DTYPES, OPS, DType, dtype_info,
+)
 
 __all__ = [
     "ElemType", "ReduceOp", "elem_type", "reduce_op", "model_name", "accumulator_width",
-    "IntegerLaneReducer", "FloatMinMaxLane", "FloatDecoder", "ExactAccumulator",
-    "ExactRounder", "BeatReducer", "SUPPORTED_DATA_WIDTHS", "MAX_INPUTS",
+    "float_class", "IntegerLaneReducer", "FloatMinMaxLane", "FloatDecoder", "ExactAccumulator",
+    "ExactRounder", "BeatReducer", "ElementEventCounter", "SUPPORTED_DATA_WIDTHS", "MAX_INPUTS",
 ]
 
 SUPPORTED_DATA_WIDTHS = (64, 128, 256, 512)
@@ -113,6 +119,18 @@ def model_name(member):
 
 def _clog2(n):
     return (n - 1).bit_length()
+
+
+def float_class(dtype, value):
+    """``(nan, inf)``: whether the raw bits ``value`` of a float type are a NaN / an infinity
+    (two 1-bit Values, combinational). IEEE-like types: exponent field all ones with a non-zero
+    / zero fraction; E4M3: NaN only S.1111.111, never an infinity (the model's ``_classify``)."""
+    d = _float_dtype(dtype)
+    v = Value.cast(value)
+    if d.has_inf:
+        mag = v[:d.width - 1]
+        return mag > d.inf_bits, mag == d.inf_bits
+    return v[:d.width - 1] == d.canonical_nan, C(0)
 
 
 def _float_dtype(dtype):
@@ -308,11 +326,8 @@ class FloatMinMaxLane(wiring.Component):
         keys, nans = [], []
         for k in range(n):
             x = self.operands[k]
-            sign, mag = x[w - 1], x[:w - 1]
-            if d.has_inf:
-                nan = mag > d.inf_bits
-            else:
-                nan = mag == d.canonical_nan
+            sign = x[w - 1]
+            nan, _ = float_class(d, x)
             nans.append(self.members[k] & nan)
             # monotone unsigned key of the total order: negatives complemented (so -0 sits
             # just below +0), positives with the sign bit set
@@ -371,11 +386,8 @@ class FloatDecoder(wiring.Component):
         v = self.value
         e = v[man:w - 1]
         f = v[:man]
-        if d.has_inf:
-            top = e == (1 << eb) - 1
-            m.d.comb += [self.nan.eq(top & (f != 0)), self.inf.eq(top & (f == 0))]
-        else:
-            m.d.comb += [self.nan.eq(v[:w - 1] == d.canonical_nan), self.inf.eq(0)]
+        nan, inf = float_class(d, v)
+        m.d.comb += [self.nan.eq(nan), self.inf.eq(inf)]
         finite = ~(self.nan | self.inf)
         sig = Signal(man + 1)
         shift = Signal(eb)
@@ -490,6 +502,11 @@ class ExactRounder(wiring.Component):
         The group's saturate flag (used by fp8 types only).
     result : Out(width)
         Raw bits of the rounded result.
+    saturated : Out(1)
+        The result is +-max finite because the overflow mapping clamped it (fp8 with
+        ``saturate``: the rounded sum overflowed, or an infinity was present, and the result
+        is not a NaN); 0 for a sum that rounds to max finite without overflowing, and always 0
+        for fp32, fp16 and bf16 (``models.reduction.reduce_with_events``, ``saturation``).
     """
 
     def __init__(self, dtype, n_inputs):
@@ -504,6 +521,7 @@ class ExactRounder(wiring.Component):
             "all_neg_zero": In(1),
             "saturate": In(1),
             "result": Out(self.dtype.width),
+            "saturated": Out(1),
         })
 
     def _overflow(self, negative):
@@ -556,15 +574,17 @@ class ExactRounder(wiring.Component):
         ]
         magnitude = Mux(exact, mag[:w - 1], rounded[:w - 1])
         overflow = ~exact & (rounded > d.max_finite)
+        # the overflow mapping gives +-max finite: the saturate rule clamped the result
+        clamps = self.saturate if d.name in FP8_DTYPES else C(0)
 
         with m.If(self.any_nan | (self.pos_inf & self.neg_inf)):
             m.d.comb += self.result.eq(d.canonical_nan)
         with m.Elif(self.pos_inf | self.neg_inf):
-            m.d.comb += self.result.eq(self._overflow(self.neg_inf))
+            m.d.comb += [self.result.eq(self._overflow(self.neg_inf)), self.saturated.eq(clamps)]
         with m.Elif(mag == 0):
             m.d.comb += self.result.eq(Mux(self.all_neg_zero, d.sign_bit, 0))
         with m.Elif(overflow):
-            m.d.comb += self.result.eq(self._overflow(negative))
+            m.d.comb += [self.result.eq(self._overflow(negative)), self.saturated.eq(clamps)]
         with m.Else():
             m.d.comb += self.result.eq(Cat(magnitude, negative))
         return m
@@ -609,9 +629,14 @@ class BeatReducer(wiring.Component):
         set), ``elem_type`` (:class:`ElemType`), ``op`` (:class:`ReduceOp`), ``saturate``
         (fp8 sums only), ``tag`` (carried through unchanged).
     o : Out(stream.Signature(o_layout))
-        Payload ``result`` (W bits), ``tag``, ``bad_config``. ``bad_config`` = 1 when the
-        (elem_type, op) pair is not supported (and/or/xor on a float type, an op or type
-        encoding outside the enums, a type not built) or ``members`` is 0; ``result`` is then 0.
+        Payload ``result`` (W bits), ``saturated`` (W/8 bits), ``tag``, ``bad_config``.
+        ``bad_config`` = 1 when the (elem_type, op) pair is not supported (and/or/xor on a
+        float type, an op or type encoding outside the enums, a type not built) or
+        ``members`` is 0; ``result`` and ``saturated`` are then 0. ``saturated`` bit
+        ``k * width / 8`` (the element's lowest byte lane) is set when element ``k`` of a
+        float sum is +-max finite because the saturate rule clamped it
+        (:attr:`ExactRounder.saturated`: only fp8 sums with ``saturate``); every other bit
+        is 0.
 
     Stream rules: ``o.valid`` never depends on ``o.ready`` (it is a register); the ``o``
     payload holds still while ``o.valid`` and not ``o.ready``. ``i.ready = ~o.valid | o.ready``:
@@ -673,6 +698,7 @@ class BeatReducer(wiring.Component):
         })
         self.o_layout = data.StructLayout({
             "result": data_width,
+            "saturated": data_width // 8,
             "tag": tag_width,
             "bad_config": 1,
         })
@@ -766,27 +792,145 @@ class BeatReducer(wiring.Component):
 
         # ---- stage 3: round the exact sums, select, register the output
         rounded = {}
+        clamped = {}                                   # name -> W/8-bit saturated flags
         for name, lane_sums in sums.items():
-            results = []
+            results, flags = [], []
             for j, regs in enumerate(lane_sums):
                 rnd = m.submodules[f"{name}_round{j}"] = ExactRounder(name, n)
                 m.d.comb += [getattr(rnd, field).eq(reg) for field, reg in regs.items()]
                 m.d.comb += rnd.saturate.eq(saturate2)
                 results.append(rnd.result)
+                flags.append(Cat(rnd.saturated, C(0, DTYPES[name].width // 8 - 1)))
             rounded[name] = Cat(results)
+            clamped[name] = Cat(flags)
         float_sum = Signal(W)
+        float_sat = Signal(W // 8)
         is_float = Signal()
         with m.Switch(elem_type2):
             for name in sums:
                 with m.Case(ElemType[name]):
-                    m.d.comb += [float_sum.eq(rounded[name]), is_float.eq(1)]
+                    m.d.comb += [float_sum.eq(rounded[name]), float_sat.eq(clamped[name]),
+                                 is_float.eq(1)]
 
+        use_sum = is_float & is_sum2 & ~bad2
         with m.If(en):
             m.d.sync += [
                 self.o.valid.eq(v2),
-                self.o.payload.result.eq(Mux(bad2, 0,
-                                             Mux(is_float & is_sum2, float_sum, direct2))),
+                self.o.payload.result.eq(Mux(bad2, 0, Mux(use_sum, float_sum, direct2))),
+                self.o.payload.saturated.eq(Mux(use_sum, float_sat, 0)),
                 self.o.payload.tag.eq(tag2),
                 self.o.payload.bad_config.eq(bad2),
             ]
+        return m
+
+
+# ============================================================================================
+# statistics of result beats
+# ============================================================================================
+
+class ElementEventCounter(wiring.Component):
+    """Counts, in one result beat, the elements that are NaNs, infinities and saturations: the
+    per-group element statistics (``docs/telemetry.md`` section 2.1;
+    ``models.reduction.reduce_with_events``). A 2-stage pipeline without backpressure: one
+    beat per cycle in, its counts exactly :attr:`LATENCY` (2) cycles later.
+
+    An element counts when the ``keep`` bit of its lowest byte lane is set (elements never
+    straddle the ``keep`` boundary of a result: operations are whole DWs). NaN and infinity
+    are classified from the element's bits by the beat's element type (:func:`float_class`;
+    integer types never count); saturation is the reducer's flag
+    (:attr:`BeatReducer` ``o.saturated``), which only an fp8 sum sets.
+
+    Parameters
+    ----------
+    data_width : int
+        Beat width W in bits: 64, 128, 256 or 512.
+    dtypes : iterable of str
+        Element types whose NaN / infinity encodings are classified (default: all 11); a beat
+        of another type counts none.
+    tag_width : int
+        Width of the ``tag`` passthrough (the engine carries the group number in it).
+
+    Attributes
+    ----------
+    LATENCY : int
+        Cycles from ``i`` to ``o`` (2).
+    max_count : int
+        Largest count of one beat: W/8 (every element of an 8-bit type).
+
+    Members
+    -------
+    i : In(i_layout)
+        ``valid`` (count this beat), ``data`` (W bits of elements, little-endian lanes),
+        ``keep`` (W/8 byte enables, as on the result stream), ``elem_type``
+        (:class:`ElemType`), ``saturated`` (W/8 flags, as ``BeatReducer`` ``o.saturated``),
+        ``tag``.
+    o : Out(o_layout)
+        For each name of ``models.reduction.ELEMENT_EVENTS`` (``nan``, ``infinity``,
+        ``saturation``) a ``{valid, amount}``: ``amount`` (0..W/8) elements of the beat had
+        the event, ``valid`` = ``amount != 0``; and the beat's ``tag``. All registered; every
+        ``valid`` is 0 in the cycles without a counted beat.
+    """
+
+    LATENCY = 2
+
+    def __init__(self, data_width, dtypes=DTYPE_NAMES, *, tag_width=0):
+        if not isinstance(data_width, int) or isinstance(data_width, bool) or \
+                data_width not in SUPPORTED_DATA_WIDTHS:
+            raise ValueError(f"data_width must be one of {SUPPORTED_DATA_WIDTHS}, "
+                             f"got {data_width!r}")
+        if not isinstance(tag_width, int) or isinstance(tag_width, bool) or tag_width < 0:
+            raise ValueError(f"tag_width must be an integer >= 0, got {tag_width!r}")
+        if isinstance(dtypes, (str, DType)):
+            raise ValueError(f"dtypes must be an iterable of element-type names, got {dtypes!r}")
+        names = {dtype_info(name).name for name in dtypes}
+        self.data_width = data_width
+        self.dtypes = tuple(n for n in DTYPE_NAMES if n in names)
+        self.tag_width = tag_width
+        self.max_count = data_width // 8
+        count = data.StructLayout({"valid": 1, "amount": range(self.max_count + 1)})
+        self.i_layout = data.StructLayout({
+            "valid": 1,
+            "data": data_width,
+            "keep": data_width // 8,
+            "elem_type": ElemType,
+            "saturated": data_width // 8,
+            "tag": tag_width,
+        })
+        self.o_layout = data.StructLayout({**{name: count for name in ELEMENT_EVENTS},
+                                           "tag": tag_width})
+        super().__init__({"i": In(self.i_layout), "o": Out(self.o_layout)})
+
+    def elaborate(self, platform):
+        m = Module()
+        W, L = self.data_width, self.max_count
+        i = self.i
+
+        # ---- stage 1: classify every element by the beat's type; flags at the element's
+        # lowest byte lane, masked by keep
+        nan = Signal(L)
+        inf = Signal(L)
+        with m.Switch(i.elem_type):
+            for name in self.dtypes:
+                d = DTYPES[name]
+                if not d.is_float:
+                    continue
+                step = d.width // 8
+                nan_bits, inf_bits = [], []
+                for k in range(W // d.width):
+                    is_nan, is_inf = float_class(d, i.data[k * d.width:(k + 1) * d.width])
+                    nan_bits.append(Cat(is_nan, C(0, step - 1)))
+                    inf_bits.append(Cat(is_inf, C(0, step - 1)))
+                with m.Case(ElemType[name]):
+                    m.d.comb += [nan.eq(Cat(nan_bits)), inf.eq(Cat(inf_bits))]
+        counted = Mux(i.valid, i.keep, 0)
+        flags = {name: Signal(L, name=f"{name}_flags") for name in ELEMENT_EVENTS}
+        tag1 = Signal(self.tag_width)
+        m.d.sync += [flags["nan"].eq(nan & counted), flags["infinity"].eq(inf & counted),
+                     flags["saturation"].eq(i.saturated & counted), tag1.eq(i.tag)]
+
+        # ---- stage 2: population counts (adder trees)
+        for name, vec in flags.items():
+            m.d.sync += [self.o[name].valid.eq(vec.any()),
+                         self.o[name].amount.eq(_fold(list(vec), lambda a, b: a + b))]
+        m.d.sync += self.o.tag.eq(tag1)
         return m

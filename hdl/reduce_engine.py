@@ -22,14 +22,14 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..models import formats as F
-from ..models.reduction import DTYPE_NAMES, DTYPES, FLOAT_OPS, OPS
+from ..models.reduction import DTYPE_NAMES, DTYPES, ELEMENT_EVENTS, FLOAT_OPS, OPS
 from .params import SwitchParams
-from .reduce_datapath import BeatReducer, ElemType, ReduceOp, model_enum
+from .reduce_datapath import BeatReducer, ElementEventCounter, ElemType, ReduceOp, model_enum
 from .tlp import EgressBeat, hdr_address, hdr_dw, hdr_field, with_address
 
 __all__ = [
     "Collective", "ConfigError", "RGroupConfig", "ResultBeat", "LaneEvent", "GroupEvent",
-    "ConfigEvent", "ReductionEngine", "SIZE_BITS", "OFFSET_BITS", "TIMEOUT_BITS",
+    "GroupCount", "ConfigEvent", "ReductionEngine", "SIZE_BITS", "OFFSET_BITS", "TIMEOUT_BITS",
 ]
 
 SIZE_BITS = 32                  # bytes of one operation (``size``): up to 4 GiB - 4
@@ -96,6 +96,14 @@ LaneEvent = data.StructLayout({
 })
 
 GroupEvent = data.StructLayout({"valid": 1, "group": GROUP_ID_BITS})
+
+
+def GroupCount(max_amount):
+    """Layout of a counted group event: ``amount`` (1..``max_amount``) events of ``group``
+    this cycle (``valid``). The engine's ``nan``, ``infinity`` and ``saturation`` outputs."""
+    return data.StructLayout({"valid": 1, "group": GROUP_ID_BITS,
+                              "amount": range(max_amount + 1)})
+
 
 ConfigEvent = data.StructLayout({"valid": 1, "group": GROUP_ID_BITS, "cause": ConfigError})
 
@@ -184,6 +192,14 @@ class ReductionEngine(wiring.Component):
     completed, aborted : Out(GroupEvent)
         One-cycle pulses (``valid``, ``group``): the last beat of an operation left on
         ``result``; an operation timed out.
+    nan, infinity, saturation : Out(GroupCount(W / 8))
+        The per-group element statistics (docs/telemetry.md section 2.1): ``amount`` elements
+        of one result beat of ``group`` (within its ``keep``) are NaNs / infinities /
+        saturations (+-max finite because the saturate rule clamped them: fp8 sums only).
+        Counted once per beat the reducer hands to the output register (which sends every
+        such beat), so once per element sent, whatever the number of destinations. Each
+        output pulses at most once per cycle, 2 cycles after the clock edge at which the
+        beat entered the output register: before the ``completed`` pulse of its round.
     config_error : Out(ConfigEvent)
         One-cycle pulse: arming ``group`` failed for ``cause`` (the group stays inactive).
     bad_config : Out(1)
@@ -248,6 +264,7 @@ class ReductionEngine(wiring.Component):
             "lane_events": Out(LaneEvent).array(N),
             "completed": Out(GroupEvent),
             "aborted": Out(GroupEvent),
+            **{name: Out(GroupCount(self.lanes)) for name in ELEMENT_EVENTS},
             "config_error": Out(ConfigEvent),
             "bad_config": Out(1),
             "parity_inject": In(2),
@@ -638,7 +655,8 @@ class ReductionEngine(wiring.Component):
         # scheduler stage B: size the burst, build its header, claim its beats
         # ======================================================================================
         hdr_layout = data.StructLayout({"hdr": F.HDR_BITS, "dests": N, "tail_keep": L,
-                                        "op_end": 1, "group": GROUP_ID_BITS})
+                                        "op_end": 1, "group": GROUP_ID_BITS,
+                                        "elem_type": ElemType})
         hdr_fifo = m.submodules.hdr_fifo = SyncFIFO(width=hdr_layout.size, depth=8)
         scfg = sched_snap.read_port(domain="comb")
         m.d.comb += scfg.addr.eq(pick_g)
@@ -709,7 +727,7 @@ class ReductionEngine(wiring.Component):
         m.d.comb += [hd_in.hdr.eq(with_address(Cat(dw0, dw1, C(0, 64)), res_addr)),
                      hd_in.dests.eq(dests), hd_in.tail_keep.eq(tail_keep),
                      hd_in.op_end.eq(op_end), hd_in.group.eq(pick_g),
-                     hdr_fifo.w_data.eq(hd_in)]
+                     hd_in.elem_type.eq(cb.elem_type), hdr_fifo.w_data.eq(hd_in)]
         # ReduceScatter: the next chunk goes to the next member up
         above = Cat(cb.members[q] & (cport < q) if q else C(0) for q in range(N))
         _, b_next_member = _lowest_one(m, above, N, "b_next_member")
@@ -874,6 +892,23 @@ class ReductionEngine(wiring.Component):
             self.completed.group.eq(out_group),
             self.bad_config.eq(red.o.valid & red.o.ready & red.o.payload.bad_config),
         ]
+
+        # element statistics of every result beat handed to the output register (each is
+        # sent): a registered classification and population count beside the output path
+        stat = m.submodules.element_events = ElementEventCounter(W, self.dtypes,
+                                                                 tag_width=GROUP_ID_BITS)
+        m.d.comb += [
+            stat.i.valid.eq(red.o.valid & red.o.ready),
+            stat.i.data.eq(red.o.payload.result),
+            stat.i.keep.eq(Mux(r_last, hd.tail_keep, (1 << L) - 1)),
+            stat.i.elem_type.eq(hd.elem_type),
+            stat.i.saturated.eq(red.o.payload.saturated),
+            stat.i.tag.eq(hd.group),
+        ]
+        for name in ELEMENT_EVENTS:                   # stat.o is registered
+            m.d.comb += [getattr(self, name).valid.eq(stat.o[name].valid),
+                         getattr(self, name).group.eq(stat.o.tag),
+                         getattr(self, name).amount.eq(stat.o[name].amount)]
 
         # ======================================================================================
         # arming: enable edges and arm strobes; one group validated at a time

@@ -6,6 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..models.formats import DropReason as R, N_HC_MONITORS, ParityTarget
 from ..models.capture_format import CaptureKind, LINK_STATUS
+from ..models.reduction import ELEMENT_EVENTS
 from .params import SwitchParams
 from .core import SwitchCore
 from .ingress import STAMP_BITS
@@ -382,14 +383,17 @@ class SmartfabricSwitch(wiring.Component):
         m.d.comb += window.data.eq(_select(hist_port, [h.read_data for h in hists]))
 
         # ---- reduction group statistics ----
-        # The engine reports completed and aborted operations with their group; it does not
-        # report NaN, infinity or saturation events per group, so those words read 0.
+        # The engine pulses completed and aborted operations (one each) and the NaN, infinity
+        # and saturated elements of each result beat (up to W/8 at once), with their group.
         stats = m.submodules.rgroup_stats = GroupStatistics(max(2, p.n_rgroups),
-                                                            stats=("completed", "aborted"))
+                                                            max_amount=engine.lanes)
         window = regs.read_windows["rgroup_stats"]
-        for k, event in enumerate((engine.completed, engine.aborted)):
+        for k, name in enumerate(stats.stats):
+            event = getattr(engine, name)
             m.d.comb += [stats.events[k].valid.eq(event.valid),
-                         stats.events[k].group.eq(event.group)]
+                         stats.events[k].group.eq(event.group),
+                         stats.events[k].amount.eq(event.amount if name in ELEMENT_EVENTS
+                                                   else 1)]
         stat_word = Signal(3, name="rgroup_stats_word")
         m.d.sync += stat_word.eq(window.index[:3])
         m.d.comb += [stats.clear.eq(regs.pulse["telemetry_ctrl.gstat_clear"]),

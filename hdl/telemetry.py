@@ -12,8 +12,8 @@ Blocks
 :func:`elapsed_cycles`, :func:`latency_bucket`
     The egress subtraction ``(now - stamp) mod 2^w`` and the log2 bucket priority encoder.
 :class:`CounterTable`
-    ``depth`` saturating counters in a memory, one increment per cycle, instant clear, a
-    1-cycle read port. The storage of the two blocks below.
+    ``depth`` saturating counters in a memory, one increment (of 1 to ``max_increment``) per
+    cycle, instant clear, a 1-cycle read port. The storage of the two blocks below.
 :class:`LatencyHistogram`
     Log2-bucket latency histogram (a :class:`CounterTable` indexed by :func:`latency_bucket`).
 :class:`GroupStatistics`
@@ -173,6 +173,8 @@ class CounterTable(wiring.Component):
         Number of counters (>= 2).
     count_width : int
         Bits per counter (1 to 64). Counters saturate at ``2^count_width - 1``; never wrap.
+    max_increment : int
+        Largest amount one increment adds (>= 1; default 1).
 
     Members
     -------
@@ -180,6 +182,10 @@ class CounterTable(wiring.Component):
         Increment counter ``inc_index`` this cycle (at most one increment per cycle).
     inc_index : In(range(depth))
         Counter to increment. An index at or above ``depth`` is ignored.
+    inc_amount : In(range(max_increment + 1), init=1)
+        What the increment adds (0 adds nothing). Its reset value is 1, so a table of unit
+        events may leave it undriven. The sum saturates: a counter that would pass
+        ``2^count_width - 1`` stops there.
     clear : In(1)
         Set every counter to 0. Increments presented in the same cycle or the cycle before are
         discarded; increments from the next cycle on are counted.
@@ -192,16 +198,21 @@ class CounterTable(wiring.Component):
         written at edge *t+1*).
     """
 
-    def __init__(self, depth, count_width=32):
+    def __init__(self, depth, count_width=32, max_increment=1):
         if not isinstance(depth, int) or depth < 2:
             raise ValueError(f"depth must be an integer >= 2, not {depth!r}")
         if not isinstance(count_width, int) or not 1 <= count_width <= 64:
             raise ValueError(f"count_width must be an integer from 1 to 64, not {count_width!r}")
+        if not isinstance(max_increment, int) or isinstance(max_increment, bool) or \
+                max_increment < 1:
+            raise ValueError(f"max_increment must be an integer >= 1, not {max_increment!r}")
         self.depth = depth
         self.count_width = count_width
+        self.max_increment = max_increment
         super().__init__({
             "inc_valid": In(1),
             "inc_index": In(range(depth)),
+            "inc_amount": In(range(max_increment + 1), init=1),
             "clear": In(1),
             "read_index": In(range(depth)),
             "read_data": Out(count_width),
@@ -220,21 +231,23 @@ class CounterTable(wiring.Component):
         in_range = (self.inc_index < depth) if depth < 1 << len(self.inc_index) else C(1)
         s1_valid = Signal()
         s1_index = Signal(range(depth))
+        s1_amount = Signal.like(self.inc_amount)
         s1_present = Signal()
         m.d.comb += [rmw.addr.eq(self.inc_index), rmw.en.eq(1)]
         m.d.sync += [
             s1_valid.eq(self.inc_valid & in_range & ~self.clear),
             s1_index.eq(self.inc_index),
+            s1_amount.eq(self.inc_amount),
             s1_present.eq(present.bit_select(self.inc_index, 1) |
                           (wp.en & (wp.addr == self.inc_index))),
         ]
 
-        # Stage 1: increment, saturating, and write back.
+        # Stage 1: add, saturating, and write back.
         old = Mux(s1_present, rmw.data, 0)
-        saturated = old == (1 << width) - 1
+        total = old + s1_amount                    # one bit wider than both: never wraps
         m.d.comb += [
             wp.addr.eq(s1_index),
-            wp.data.eq(Mux(saturated, old, old + 1)),
+            wp.data.eq(Mux(total[width:].any(), (1 << width) - 1, total[:width])),
             wp.en.eq(s1_valid & ~self.clear),
         ]
         with m.If(self.clear):
@@ -323,12 +336,19 @@ class GroupStatistics(wiring.Component):
         completed, aborted, nan, infinity, saturation).
     count_width : int
         Bits per counter (saturating; default 32).
+    max_amount : int
+        Largest ``amount`` of one event (>= 1; default 1): the reduction engine's element
+        statistics count up to ``data_width / 8`` elements of a result beat at once.
 
     Members
     -------
-    events : In(StructLayout({"valid": 1, "group": range(n_groups)})).array(len(stats))
-        ``events[k]``: statistic ``k`` of ``group`` happened this cycle (one per statistic per
-        cycle; e.g. the reduction engine's ``completed`` / ``aborted`` pulses).
+    events : In(event_layout, init={"amount": 1}).array(len(stats))
+        ``event_layout`` = ``StructLayout({"valid": 1, "group": range(n_groups),
+        "amount": range(max_amount + 1)})``. ``events[k]``: ``amount`` events of statistic
+        ``k`` of ``group`` happened this cycle (one ``events[k]`` per statistic per cycle;
+        e.g. the reduction engine's ``completed`` / ``aborted`` pulses, amount 1, and its
+        ``nan`` / ``infinity`` / ``saturation`` element counts). ``amount`` resets to 1, so
+        a unit event source may leave it undriven.
     clear : In(1)
         Zero every counter (as :class:`CounterTable`).
     read_index : In(range(n_groups))
@@ -336,16 +356,19 @@ class GroupStatistics(wiring.Component):
         Every statistic of group ``read_index``, one cycle later.
     """
 
-    def __init__(self, n_groups, stats=CF.GROUP_STATS, count_width=32):
+    def __init__(self, n_groups, stats=CF.GROUP_STATS, count_width=32, max_amount=1):
         stats = tuple(stats)
         if not stats or len(set(stats)) != len(stats):
             raise ValueError(f"stats must be distinct names, not {stats!r}")
         self.stats = stats
         self.n_groups = n_groups
-        self._tables = [CounterTable(n_groups, count_width) for _ in stats]   # validate
-        self.event_layout = data.StructLayout({"valid": 1, "group": range(n_groups)})
+        self.max_amount = max_amount
+        self._tables = [CounterTable(n_groups, count_width, max_amount)   # validate
+                        for _ in stats]
+        self.event_layout = data.StructLayout({"valid": 1, "group": range(n_groups),
+                                               "amount": range(max_amount + 1)})
         super().__init__({
-            "events": In(self.event_layout).array(len(stats)),
+            "events": In(self.event_layout, init={"amount": 1}).array(len(stats)),
             "clear": In(1),
             "read_index": In(range(n_groups)),
             "read_data": Out(count_width).array(len(stats)),
@@ -362,6 +385,7 @@ class GroupStatistics(wiring.Component):
             m.d.comb += [
                 table.inc_valid.eq(self.events[k].valid),
                 table.inc_index.eq(self.events[k].group),
+                table.inc_amount.eq(self.events[k].amount),
                 table.clear.eq(self.clear),
                 table.read_index.eq(self.read_index),
                 self.read_data[k].eq(table.read_data),

@@ -14,7 +14,11 @@ timeout abort it provoked (:meth:`IncModel.abort`). The model predicts
   (one MWr each) at any beat boundary, depending on timing, so :meth:`IncModel.match_result`
   accepts any packet that is the next piece of a stream, and checks its header, length,
   ``keep`` and every payload byte;
-* the per-group ``completed`` / ``aborted`` counts and the arming results (``status``).
+* the per-group ``completed`` / ``aborted`` counts and the arming results (``status``);
+* the per-group statistics of the ``rgroup_stats`` window (docs/telemetry.md section 2.1):
+  completed and aborted operations, and the NaN, infinity and saturated elements of the
+  results of every completed round, from :func:`models.reduction.reduce_with_events`
+  (:meth:`IncModel.group_stats`, :meth:`IncModel.clear_stats`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ from .formats import (
     INC_PREFIX, REQ_DW1, Collective, DropReason, IncNoticeKind, RGroupConfigError,
     field_get, inc_notice,
 )
-from .reduction import DTYPE_NAMES, FLOAT_OPS, OPS, dtype_info, reduce, reduce_scatter_chunks
+from .capture_format import GROUP_STATS
+from .reduction import (
+    DTYPE_NAMES, ELEMENT_EVENTS, FLOAT_OPS, OPS, dtype_info, reduce, reduce_scatter_chunks,
+    reduce_with_events,
+)
 
 __all__ = ["RGroup", "IncModel", "result_receivers"]
 
 _MASK64 = (1 << 64) - 1
+_STAT_MAX = (1 << 32) - 1          # the rgroup_stats counters saturate at 32 bits
 
 
 @dataclass
@@ -187,6 +196,8 @@ class IncModel:
         self.status = {g: (False, 0) for g in range(n_rgroups)}   # (active, cause)
         self.completed = [0] * n_rgroups
         self.aborted = [0] * n_rgroups
+        # the rgroup_stats window: GROUP_STATS per group since reset or the last clear
+        self.stats = {name: [0] * n_rgroups for name in GROUP_STATS}
         self.config_errors = 0
         self.elements_checked = 0        # result elements matched, all receivers
 
@@ -264,6 +275,7 @@ class IncModel:
         none of whose results can have been produced (a member has sent nothing of it)."""
         grp = self.groups[g]
         self.aborted[g] += 1
+        self.stats["aborted"][g] += 1
         r = grp.complete_rounds()
         grp.rounds = {k: v for k, v in grp.rounds.items() if k < r}
         # The aborted round's results are no longer due; the next round takes its number.
@@ -335,13 +347,44 @@ class IncModel:
         return rnd.pieces[(start, end)]
 
     @staticmethod
-    def _reduce(grp, rnd, start, end) -> bytes:
+    def _rows(grp, rnd, start, end) -> np.ndarray:
+        """The members' contributions to bytes [start, end) of a round: (members, elements)."""
+        d = dtype_info(grp.cfg.dtype)
+        return np.stack([np.frombuffer(bytes(rnd.data[p][start:end]),
+                                       dtype=d.container.newbyteorder("<"))
+                         for p in grp.members])
+
+    @classmethod
+    def _reduce(cls, grp, rnd, start, end) -> bytes:
         cfg = grp.cfg
         d = dtype_info(cfg.dtype)
-        rows = [np.frombuffer(bytes(rnd.data[p][start:end]), dtype=d.container.newbyteorder("<"))
-                for p in grp.members]
-        out = reduce(cfg.dtype, cfg.op_name, np.stack(rows), saturate=cfg.saturate)
+        out = reduce(cfg.dtype, cfg.op_name, cls._rows(grp, rnd, start, end),
+                     saturate=cfg.saturate)
         return out.astype(d.container.newbyteorder("<")).tobytes()
+
+    def _count_round(self, g: int, grp: _Group, rnd: _Round) -> None:
+        """Round ``rnd`` of group ``g`` completed: count the operation and its result
+        elements' events. Every element of the round's result is sent once (to every member
+        of an AllReduce in one packet, to its chunk's member of a ReduceScatter, to the root
+        of a Reduce), so each counts once."""
+        self.completed[g] += 1
+        self.stats["completed"][g] += 1
+        _, events = reduce_with_events(grp.cfg.dtype, grp.cfg.op_name,
+                                       self._rows(grp, rnd, 0, grp.cfg.size),
+                                       saturate=grp.cfg.saturate)
+        for name in ELEMENT_EVENTS:
+            self.stats[name][g] += int(events[name].sum())
+
+    def group_stats(self, g: int) -> list[int]:
+        """Words 0-4 of ``rgroup_stats[g]``: the statistics of GROUP_STATS, saturated at
+        2^32 - 1 like the counters."""
+        return [min(self.stats[name][g], _STAT_MAX) for name in GROUP_STATS]
+
+    def clear_stats(self) -> None:
+        """``telemetry_ctrl.gstat_clear``: every group's statistics back to 0 (the
+        ``rgroup[g].completed`` / ``aborted`` registers are not affected)."""
+        for counts in self.stats.values():
+            counts[:] = [0] * self.n_rgroups
 
     def match_result(self, port: int, address: int, nbytes: int, payload: bytes,
                      window_base: int) -> tuple[int | None, str]:
@@ -386,7 +429,7 @@ class IncModel:
                 if all(cur[0] > r for cur in grp.cursor.values()):
                     # every receiver has its share of round r
                     grp.completed += 1
-                    self.completed[g] += 1
+                    self._count_round(g, grp, rnd)
                     del grp.rounds[r]
             return g, ""
         return None, "; ".join(why) or "no armed group sends results to this port"
@@ -422,8 +465,9 @@ class IncModel:
                     break
                 c[0], c[1] = r + 1, start
                 if all(cur[0] > r for cur in grp.cursor.values()):
+                    # the engine sent (and counted) the round; the core dropped a copy
                     grp.completed += 1
-                    self.completed[g] += 1
+                    self._count_round(g, grp, rnd)
                     del grp.rounds[r]
         return packets
 

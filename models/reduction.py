@@ -9,6 +9,9 @@ API
 * ``OPS``, ``INT_OPS``, ``FLOAT_OPS``: operation names.
 * ``reduce(dtype, op, contributions, saturate=True)``: contributions of shape (members, elements),
   raw bits; returns raw bits of shape (elements,).
+* ``reduce_with_events(dtype, op, contributions, saturate=True)``: the same result and, per
+  result element, the statistic events it counts (``ELEMENT_EVENTS``: NaN, infinity,
+  saturation; docs/telemetry.md section 2.1).
 * ``reduce_scatter_chunks(n_elements, members)``: ReduceScatter chunk boundaries.
 * ``to_bits(dtype, values)`` / ``from_bits(dtype, bits)``: convert between native numpy /
   ml_dtypes arrays and raw bits (conveniences for callers and tests; the model never uses them).
@@ -25,8 +28,8 @@ from __future__ import annotations
 
 __all__ = [
     "DType", "DTYPES", "DTYPE_NAMES", "INT_DTYPES", "FLOAT_DTYPES", "FP8_DTYPES",
-    "OPS", "INT_OPS", "FLOAT_OPS", "dtype_info", "reduce", "reduce_scatter_chunks",
-    "to_bits", "from_bits",
+    "OPS", "INT_OPS", "FLOAT_OPS", "ELEMENT_EVENTS", "dtype_info", "reduce",
+    "reduce_with_events", "reduce_scatter_chunks", "to_bits", "from_bits",
 ]
 
 import dataclasses
@@ -136,6 +139,10 @@ FLOAT_OPS = ("sum", "min", "max")
 INT_OPS = ("sum", "min", "max", "and", "or", "xor")
 OPS = INT_OPS
 
+#: Statistic events of one result element (``reduce_with_events``), named as the per-group
+#: statistics of ``models.capture_format.GROUP_STATS`` that count them.
+ELEMENT_EVENTS = ("nan", "infinity", "saturation")
+
 
 def dtype_info(dtype: str | DType) -> DType:
     if isinstance(dtype, DType):
@@ -199,7 +206,38 @@ def reduce(dtype, op: str, contributions, saturate: bool = True) -> np.ndarray:
     saturate flag; it affects only fp8 sums. Raises ValueError on an unknown type or operation,
     a bitwise operation on a float type, a wrong shape or out-of-range bits.
     """
+    return _reduce(dtype_info(dtype), op, contributions, saturate)[0]
+
+
+def reduce_with_events(dtype, op: str, contributions, saturate: bool = True):
+    """:func:`reduce`, and which statistic events each result element counts.
+
+    Returns ``(result, events)``: ``result`` as :func:`reduce` returns it; ``events`` a dict
+    with a boolean array of shape (elements,) per name of :data:`ELEMENT_EVENTS`
+    (docs/telemetry.md section 2.1):
+
+    * ``nan``: the result element is a NaN (float types; classified from its bits);
+    * ``infinity``: the result element is +inf or -inf (float types with infinities);
+    * ``saturation``: the result element is +-max finite *because of the saturate rule*: an
+      fp8 sum with ``saturate`` on, no NaN result (no NaN contribution, not +inf with -inf),
+      and either an infinity among the contributions (E5M2) or the correctly rounded exact
+      sum beyond the largest finite value (docs/reduction.md readings 1 and 3). A sum that
+      rounds to max finite without overflowing is not a saturation.
+
+    Integer results never count; min/max results count ``nan`` / ``infinity`` by their bits
+    and never ``saturation``. Same arguments and errors as :func:`reduce`.
+    """
     d = dtype_info(dtype)
+    result, saturated = _reduce(d, op, contributions, saturate)
+    if d.is_float:
+        _, _, nan, inf = _classify(d, result.astype(np.int64))
+    else:
+        nan = inf = np.zeros(result.shape, dtype=bool)
+    return result, {"nan": nan, "infinity": inf, "saturation": saturated}
+
+
+def _reduce(d: DType, op: str, contributions, saturate):
+    """Checks the arguments, reduces; returns (result bits, saturated mask)."""
     ops = FLOAT_OPS if d.is_float else INT_OPS
     if op not in ops:
         if op in INT_OPS:
@@ -211,11 +249,10 @@ def reduce(dtype, op: str, contributions, saturate: bool = True) -> np.ndarray:
     if a.shape[0] < 1:
         raise ValueError("a reduction needs at least one member")
     a = _check_bits(d, a)
-    if d.is_float:
-        if op == "sum":
-            return _float_sum(d, a, bool(saturate))
-        return _float_minmax(d, a, op)
-    return _int_reduce(d, a, op)
+    if d.is_float and op == "sum":
+        return _float_sum(d, a, bool(saturate))
+    out = _float_minmax(d, a, op) if d.is_float else _int_reduce(d, a, op)
+    return out, np.zeros(out.shape, dtype=bool)
 
 
 # --------------------------------------------------------------------------------- integers
@@ -261,18 +298,20 @@ def _float_minmax(d: DType, a: np.ndarray, op: str) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- float sum
 
-def _float_sum(d: DType, a: np.ndarray, saturate: bool) -> np.ndarray:
+def _float_sum(d: DType, a: np.ndarray, saturate: bool):
+    """Returns (result bits, saturated mask: the result is the saturate rule's +-max finite)."""
     m, n = a.shape
     out = np.empty(n, dtype=d.container)
+    saturated = np.empty(n, dtype=bool)
     # bits needed by the exact signed sum in units of 2**emin_sub (+1 sign, +1 spare)
     need = d.max_aligned_bits + max(m - 1, 1).bit_length() + 2
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
-        out[lo:hi] = _float_sum_block(d, a[:, lo:hi], saturate, need)
-    return out
+        out[lo:hi], saturated[lo:hi] = _float_sum_block(d, a[:, lo:hi], saturate, need)
+    return out, saturated
 
 
-def _float_sum_block(d: DType, a: np.ndarray, saturate: bool, need: int) -> np.ndarray:
+def _float_sum_block(d: DType, a: np.ndarray, saturate: bool, need: int):
     m, n = a.shape
     man = d.man_bits
     bits = a.astype(np.int64)
@@ -335,8 +374,11 @@ def _float_sum_block(d: DType, a: np.ndarray, saturate: bool, need: int) -> np.n
     ninf = (inf & (sign == 1)).any(axis=0)
     if d.has_inf:
         res = np.where(pinf | ninf, _overflow(d, ninf, saturate), res)
-    res = np.where(any_nan | (pinf & ninf), d.canonical_nan, res)
-    return res.astype(d.container)
+    is_nan = any_nan | (pinf & ninf)
+    res = np.where(is_nan, d.canonical_nan, res)
+    # the overflow rule gave +-max finite (fp8, saturate on): overflow or an infinity
+    saturated = (ovf | pinf | ninf) & ~is_nan & (d.name in FP8_DTYPES and saturate)
+    return res.astype(d.container), saturated
 
 
 def _overflow(d: DType, neg: np.ndarray, saturate: bool) -> np.ndarray:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from smartfabric.models import tlp_build as tb
+from smartfabric.models.capture_format import GROUP_STATS
 from smartfabric.models.formats import (
     Collective, DropReason, IncNoticeKind, RGroupConfigError, inc_notice, inc_prefix,
 )
@@ -263,3 +264,77 @@ def test_hidden_receiver_drops_results_and_notices():
                                              bytes(4 * LANES), W))
     with pytest.raises(ValueError, match="more than one beat"):
         sm.drop_hidden_results()
+
+
+def _e5m2_rows():
+    """3 members x 24 fp8 E5M2 elements whose sums are worked out by hand: elements 0-5
+    +inf + small (saturate on: 57344, a saturation; off: +inf), 6-8 57344 + 2048 (rounds back
+    to 57344: a genuine max, no event), 9-10 a NaN, 11 +inf + -inf (NaN), 12-13 57344 + 4096
+    (a tie that overflows: saturation, or +inf), 14-23 1 + 1 + 1 = 3 (nothing)."""
+    cols = ([[0x7C, 0x01, 0x00]] * 6 + [[0x7B, 0x68, 0x00]] * 3 + [[0x7D, 0x00, 0x00]] * 2
+            + [[0x7C, 0xFC, 0x00]] + [[0x7B, 0x6C, 0x00]] * 2 + [[0x3C, 0x3C, 0x3C]] * 10)
+    return np.array(cols, dtype=np.uint8).T.copy()
+
+
+def _deliver(m, g, cfg, want):
+    """Deliver the round's result to every receiver in one-beat bursts."""
+    for port, start, end in result_receivers(cfg, cfg.size):
+        for off in range(start, end, LANES):
+            n = min(end - off, LANES)
+            assert m.match_result(port, cfg.result_offset + off, n, want[off:off + n], 0) \
+                == (g, "")
+
+
+@pytest.mark.parametrize("collective", list(Collective))
+@pytest.mark.parametrize("saturate", [True, False])
+def test_group_stats_count_each_result_element_once(collective, saturate):
+    """docs/telemetry.md section 2.1: NaN, infinity and saturation count once per result
+    element of a completed round, whatever the collective (an AllReduce packet reaches every
+    member but counts once); nothing counts before the round completes; an aborted round
+    adds only to ``aborted``; counts saturate at 2^32 - 1; clear_stats zeroes the window
+    but not rgroup[g].completed."""
+    m = _model()
+    cfg = _group(elem_type="fp8_e5m2", op="sum", saturate=saturate, size=24,
+                 collective=collective, root=2)
+    assert m.arm(3, cfg) == RGroupConfigError.NONE
+    rows = _e5m2_rows()
+    _feed(m, 3, cfg, rows, [8, 16])
+    want = reduce("fp8_e5m2", "sum", rows, saturate=saturate).tobytes()
+    assert want[:6] == bytes([0x7B if saturate else 0x7C] * 6) and want[6:9] == b"\x7B" * 3
+    assert m.group_stats(3) == [0] * 5                  # not complete yet
+    _deliver(m, 3, cfg, want)
+    assert m.group_stats(3) == ([1, 0, 3, 0, 8] if saturate else [1, 0, 3, 8, 0])
+    # an aborted round: part of it sent, nothing of it counted but the abort
+    pfx = inc_prefix(3, "fp8_e5m2", "sum")
+    m.commit(0, _hdr(BASE, 8), pfx, rows[0].tobytes()[:8])
+    m.abort(3)
+    assert m.group_stats(3) == ([1, 1, 3, 0, 8] if saturate else [1, 1, 3, 8, 0])
+    # a second round with the counters near the top: they stop at 2^32 - 1
+    name = "saturation" if saturate else "infinity"
+    m.stats[name][3] = (1 << 32) - 3
+    _feed(m, 3, cfg, rows, [24])
+    _deliver(m, 3, cfg, want)
+    got = m.group_stats(3)
+    assert got[GROUP_STATS.index(name)] == (1 << 32) - 1 and got[:3] == [2, 1, 6]
+    assert m.stats[name][3] == (1 << 32) - 3 + 8       # the model keeps the true count
+    assert m.group_stats(2) == [0] * 5                  # other groups untouched
+    m.clear_stats()
+    assert m.group_stats(3) == [0] * 5 and m.completed[3] == 2 and m.aborted[3] == 1
+
+
+def test_group_stats_integer_and_minmax_groups():
+    """Integer results never count; float min/max count NaN and infinity by the result's
+    bits and never saturation."""
+    m = _model()
+    rows = _e5m2_rows()
+    cfg_int = _group(elem_type="uint8", op="max", size=24, members=0b0111)
+    cfg_max = _group(elem_type="fp8_e5m2", op="max", size=24, base=BASE + 0x1000,
+                     result_offset=0x8000)
+    m.arm(0, cfg_int)
+    m.arm(1, cfg_max)
+    for g, cfg in ((0, cfg_int), (1, cfg_max)):
+        _feed(m, g, cfg, rows, [24])
+        _deliver(m, g, cfg, reduce(cfg.dtype, cfg.op_name, rows).tobytes())
+    assert m.group_stats(0) == [1, 0, 0, 0, 0]
+    # max: +inf wins in 0-5 and 11 (7 infinities), the NaN in 9-10
+    assert m.group_stats(1) == [1, 0, 2, 7, 0]

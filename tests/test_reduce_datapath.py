@@ -17,10 +17,12 @@ import pytest
 from amaranth.sim import Simulator
 
 from smartfabric.hdl.reduce_datapath import (
-    BeatReducer, ElemType, ReduceOp, accumulator_width, elem_type, model_name, reduce_op,
+    BeatReducer, ElementEventCounter, ElemType, ReduceOp, accumulator_width, elem_type,
+    model_name, reduce_op,
 )
 from smartfabric.models.reduction import (
-    DTYPE_NAMES, DTYPES, FLOAT_DTYPES, FLOAT_OPS, FP8_DTYPES, INT_OPS, OPS, reduce,
+    DTYPE_NAMES, DTYPES, ELEMENT_EVENTS, FLOAT_DTYPES, FLOAT_OPS, FP8_DTYPES, INT_OPS, OPS,
+    reduce, reduce_with_events,
 )
 
 DEFAULT_SEED = 0x5EED_2024
@@ -131,6 +133,14 @@ def pack(dtype, lanes):
     return sum(int(v) << (j * w) for j, v in enumerate(lanes))
 
 
+def pack_flags(dtype, flags):
+    """Per-element flags as a W/8-bit vector: element k's flag at bit k * width / 8 (its
+    lowest byte lane), as ``BeatReducer`` ``o.saturated`` and ``ElementEventCounter`` have
+    them."""
+    step = DTYPES[dtype].width // 8
+    return sum(int(bool(f)) << (j * step) for j, f in enumerate(flags))
+
+
 # ============================================================================================
 # beats and the model's expectation
 # ============================================================================================
@@ -152,11 +162,13 @@ class Beat:
         self.op_code = ReduceOp[op].value if op_code is None else op_code
         self.bad = expect_bad
         if expect_bad:
-            self.result = 0
+            self.result = self.saturated = 0
         else:
             # model: member rows in input order (any order gives the same bits)
             order = sorted(range(len(positions)), key=lambda r: positions[r])
-            self.result = pack(dtype, reduce(dtype, op, rows[order], saturate=saturate))
+            result, events = reduce_with_events(dtype, op, rows[order], saturate=saturate)
+            self.result = pack(dtype, result)
+            self.saturated = pack_flags(dtype, events["saturation"])
 
     def payload(self, tag):
         """The ``i`` payload; encodings outside the enums are driven by :meth:`drive`."""
@@ -194,8 +206,8 @@ def random_beat(rng, n, width, dtype, op=None, saturate=None, m=None, mode=None)
 
 def run_beats(dut, beats, rng, *, gaps=0.3, stall=0.3):
     """Push ``beats`` through ``dut`` (tag = index) with random gaps on ``i.valid`` and random
-    backpressure on ``o.ready``; returns the outputs [(result, tag, bad_config)] in order.
-    Also checks the stream rules on ``o``: a stalled output holds still."""
+    backpressure on ``o.ready``; returns the outputs [(result, tag, bad_config, saturated)] in
+    order. Also checks the stream rules on ``o``: a stalled output holds still."""
     outputs = []
     tag_mask = (1 << dut.tag_width) - 1
 
@@ -214,15 +226,16 @@ def run_beats(dut, beats, rng, *, gaps=0.3, stall=0.3):
         while len(outputs) < len(beats):
             ready = int(rng.random() >= stall)
             ctx.set(dut.o.ready, ready)
-            _, _, valid, result, tag, bad = await ctx.tick().sample(
-                dut.o.valid, dut.o.payload.result, dut.o.payload.tag, dut.o.payload.bad_config)
+            _, _, valid, result, tag, bad, sat = await ctx.tick().sample(
+                dut.o.valid, dut.o.payload.result, dut.o.payload.tag, dut.o.payload.bad_config,
+                dut.o.payload.saturated)
             if held is not None:
-                assert valid and (result, tag, bad) == held, "o payload moved while stalled"
+                assert valid and (result, tag, bad, sat) == held, "o payload moved while stalled"
             held = None
             if valid and ready:
-                outputs.append((result, tag, bad))
+                outputs.append((result, tag, bad, sat))
             elif valid:
-                held = (result, tag, bad)
+                held = (result, tag, bad, sat)
         # nothing more may come out
         ctx.set(dut.o.ready, 1)
         for _ in range(dut.LATENCY + 2):
@@ -240,9 +253,11 @@ def run_beats(dut, beats, rng, *, gaps=0.3, stall=0.3):
 def check(dut, beats, outputs):
     tag_mask = (1 << dut.tag_width) - 1
     assert len(outputs) == len(beats)
-    for k, (beat, (result, tag, bad)) in enumerate(zip(beats, outputs)):
+    for k, (beat, (result, tag, bad, sat)) in enumerate(zip(beats, outputs)):
         assert tag == k & tag_mask, f"beat {k}: tag {tag}, expected {k & tag_mask} (order)"
         assert bad == int(beat.bad), f"beat {k}: bad_config {bad} for {beat.describe()}"
+        assert sat == beat.saturated, \
+            f"beat {k}: saturated {sat:#x}, expected {beat.saturated:#x} for {beat.describe()}"
         if result != beat.result:
             w = DTYPES[beat.dtype].width
             lanes = dut.data_width // w
@@ -370,6 +385,60 @@ def test_directed_special_values(seed):
             assert beat.result == pack(dtype, [want] * lanes), (dtype, op, sat, vals)
             beats.append(beat)
     dut = BeatReducer(n, width, tag_width=8)
+    check(dut, beats, run_beats(dut, beats, rng))
+
+
+# one 64-bit beat of fp8, 3 members, a different case in each lane:
+# (dtype, op, saturate, member rows by lane, want result by lane, want saturated flags)
+E4M3_LANES = [[0x7E, 0x7E, 0x00],        # 896: saturated (off: NaN)
+              [0x7E, 0x58, 0x00],        # 464: a tie, 448 even: a genuine max
+              [0x76, 0x76, 0x00],        # 224 + 224 = 448 exactly
+              [0xFE, 0xD9, 0x00],        # -466 rounds to -480: saturated to -448
+              [0x7F, 0x7E, 0x7E],        # a NaN: NaN, not a saturation
+              [0x38, 0x38, 0x00],        # 1 + 1 = 2
+              [0x7E, 0x7E, 0xFE],        # 448 exactly
+              [0x77, 0x77, 0x00]]        # 240 + 240 = 480: saturated
+E5M2_LANES = [[0x7C, 0x01, 0x00],        # +inf wins: saturated to 57344 (off: +inf)
+              [0x7B, 0x68, 0x00],        # 59392 rounds back to 57344: genuine
+              [0x7B, 0x6C, 0x00],        # 61440: a tie that overflows: saturated
+              [0x7C, 0xFC, 0x00],        # +inf + -inf: NaN
+              [0xFC, 0x7B, 0x7B],        # -inf wins: saturated to -57344
+              [0x7B, 0x7B, 0xFB],        # 57344 exactly
+              [0x3C, 0x3C, 0x00],        # 1 + 1 = 2
+              [0x7D, 0x00, 0x00]]        # a NaN
+SATURATION_CASES = [
+    ("fp8_e4m3", "sum", True, E4M3_LANES, [0x7E, 0x7E, 0x7E, 0xFE, 0x7F, 0x40, 0x7E, 0x7E], 0x89),
+    ("fp8_e4m3", "sum", False, E4M3_LANES, [0x7F, 0x7E, 0x7E, 0x7F, 0x7F, 0x40, 0x7E, 0x7F], 0),
+    ("fp8_e4m3", "max", True, E4M3_LANES, [0x7E, 0x7E, 0x76, 0x00, 0x7F, 0x38, 0x7E, 0x77], 0),
+    ("fp8_e5m2", "sum", True, E5M2_LANES, [0x7B, 0x7B, 0x7B, 0x7E, 0xFB, 0x7B, 0x40, 0x7E], 0x15),
+    ("fp8_e5m2", "sum", False, E5M2_LANES, [0x7C, 0x7B, 0x7C, 0x7E, 0xFC, 0x7B, 0x40, 0x7E], 0),
+    ("fp8_e5m2", "min", True, E5M2_LANES, [0x00, 0x00, 0x00, 0xFC, 0xFC, 0xFB, 0x00, 0x7E], 0),
+]
+
+
+def test_saturated_flags_directed(seed):
+    """``o.saturated`` on hand-worked fp8 beats (several elements per beat): set exactly for
+    the elements the saturate rule clamped (an overflowing rounded sum or an infinity, with
+    saturate on), never for a sum that rounds to max finite, a NaN, min/max, saturate off;
+    never for fp16/bf16 overflow or integer types."""
+    rng = random.Random(seed)
+    n, width = 4, 64
+    beats = []
+    for dtype, op, sat, lanes, want, flags in SATURATION_CASES:
+        rows = np.array(lanes, dtype=np.int64).T
+        beat = Beat(n, width, dtype, op, sat, rows, random_positions(rng, n, 3), rng)
+        assert beat.result == pack(dtype, want), (dtype, op, sat)
+        assert beat.saturated == flags, (dtype, op, sat)
+        beats.append(beat)
+    for dtype, rows in (("fp16", [[0x7BFF] * 4, [0x4C00] * 4]),     # overflow: +inf
+                        ("bf16", [[0xFF7F] * 4, [0xFF7F] * 4]),
+                        ("int8", [[0x7F] * 8, [0x7F] * 8])):
+        beat = Beat(n, width, dtype, "sum", True, np.array(rows, dtype=np.int64),
+                    random_positions(rng, n, 2), rng)
+        assert beat.saturated == 0
+        beats.append(beat)
+    dut = BeatReducer(n, width, dtypes=("fp8_e4m3", "fp8_e5m2", "fp16", "bf16", "int8"),
+                      tag_width=4)
     check(dut, beats, run_beats(dut, beats, rng))
 
 
@@ -539,3 +608,91 @@ def test_default_tag_width(seed):
     assert dut.tag_width == 0 and dut.o_layout["tag"].width == 0
     beats = [random_beat(rng, 2, 64, rng.choice(dut.dtypes)) for _ in range(30)]
     check(dut, beats, run_beats(dut, beats, rng))
+
+
+# ============================================================================================
+# ElementEventCounter
+# ============================================================================================
+
+def element_events(dtype, elements):
+    """The model's NaN / infinity classification of raw elements: a one-member maximum returns
+    each element itself (a NaN as the canonical NaN), so its events are the elements'."""
+    if not DTYPES[dtype].is_float:
+        return {name: [False] * len(elements) for name in ("nan", "infinity")}
+    _, ev = reduce_with_events(dtype, "max", np.array([elements], dtype=np.int64))
+    return {name: list(ev[name]) for name in ("nan", "infinity")}
+
+
+@pytest.mark.parametrize("width, dtypes", [(128, DTYPE_NAMES), (512, FP8_DTYPES + ("bf16",))])
+def test_element_event_counter(width, dtypes, seed):
+    """Random beats of the built types (NaNs with payloads, infinities, max finite, random
+    bits; 16 elements per beat at 128 bits, 64 at 512), random keep masks (an element counts
+    when the keep bit of its lowest byte is set), random saturated flags at element positions,
+    random idle cycles: every count, valid and tag, exactly LATENCY cycles later, against the
+    model's classification; types not built count nothing."""
+    rng = random.Random(f"{seed}-{width}")
+    dut = ElementEventCounter(width, dtypes, tag_width=8)
+    L = width // 8
+    assert dut.max_count == L and dut.LATENCY == 2
+    stimulus = []                          # per cycle: (payload, expected counts) or None
+    for k in range(300):
+        if rng.random() < 0.2:
+            stimulus.append(None)
+            continue
+        dtype = rng.choice(DTYPE_NAMES if rng.random() < 0.1 else dtypes)
+        d = DTYPES[dtype]
+        lanes = width // d.width
+        elements = [int(v) for v in member_rows(rng, dtype, 1, lanes)[0]]
+        step = d.width // 8
+        keep = rng.choice([(1 << L) - 1, (1 << (4 * rng.randint(0, L // 4))) - 1,
+                           rng.getrandbits(L)])
+        sat = [rng.random() < 0.3 for _ in range(lanes)]
+        counted = [keep >> (j * step) & 1 for j in range(lanes)]
+        ev = element_events(dtype, elements)
+        built = dtype in dtypes
+        want = {"nan": sum(c and f for c, f in zip(counted, ev["nan"])) if built else 0,
+                "infinity": sum(c and f for c, f in zip(counted, ev["infinity"])) if built else 0,
+                "saturation": sum(c and f for c, f in zip(counted, sat))}
+        stimulus.append(({"valid": 1, "data": pack(dtype, elements), "keep": keep,
+                          "elem_type": ElemType[dtype], "saturated": pack_flags(dtype, sat),
+                          "tag": k & 0xFF}, want))
+    seen = {"nan": 0, "infinity": 0, "saturation": 0, "max": 0}
+
+    async def bench(ctx):
+        for cycle in range(len(stimulus) + dut.LATENCY):
+            if cycle < len(stimulus) and stimulus[cycle] is not None:
+                ctx.set(dut.i, stimulus[cycle][0])
+            else:
+                ctx.set(dut.i, {"valid": 0, "data": rng.getrandbits(width), "keep": (1 << L) - 1,
+                                "saturated": (1 << L) - 1})
+            await ctx.tick()
+            t = cycle - dut.LATENCY + 1           # the input whose counts are out now
+            if t < 0:
+                continue
+            want = stimulus[t][1] if t < len(stimulus) and stimulus[t] else None
+            for name in ELEMENT_EVENTS:
+                amount = ctx.get(dut.o[name].amount)
+                valid = ctx.get(dut.o[name].valid)
+                expect = want[name] if want else 0
+                assert (valid, amount) == (int(expect > 0), expect), \
+                    f"cycle {t}: {name} {valid, amount}, expected {expect}"
+                seen[name] += expect
+                seen["max"] = max(seen["max"], expect)
+            if want:
+                assert ctx.get(dut.o.tag) == stimulus[t][0]["tag"]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    print(f"{width} bits: elements counted {seen}")
+    assert seen["nan"] and seen["infinity"] and seen["saturation"] and seen["max"] > 8
+
+
+def test_element_event_counter_parameters():
+    for kwargs, bad in ((dict(data_width=96), "data_width"), (dict(data_width=64, tag_width=-1),
+                                                              "tag_width"),
+                        (dict(data_width=64, dtypes=("fp64",)), "fp64"),
+                        (dict(data_width=64, dtypes="fp32"), "fp32")):
+        with pytest.raises(ValueError, match=bad):
+            ElementEventCounter(**kwargs)

@@ -21,7 +21,9 @@ from smartfabric.hdl.reduce_datapath import ElemType, ReduceOp
 from smartfabric.hdl.reduce_engine import Collective, ConfigError, ReductionEngine
 from smartfabric.models import formats as F
 from smartfabric.models.formats import DropReason as R
-from smartfabric.models.reduction import DTYPE_NAMES, DTYPES, OPS, reduce, reduce_scatter_chunks
+from smartfabric.models.reduction import (
+    DTYPE_NAMES, DTYPES, ELEMENT_EVENTS, OPS, reduce, reduce_scatter_chunks, reduce_with_events,
+)
 
 DEFAULT_SEED = 0x5EED_0E17
 COMPLETER_ID = 0xBEEF
@@ -234,21 +236,29 @@ class Scoreboard:
         self.done = {s.gid: 0 for s in specs}
         self.notices = []                                  # (dest port, offset, dict)
         self.result_beats = 0
+        self.round_events = {s.gid: deque() for s in specs}   # element events per round
+        # element statistics of the completed rounds: {gid: {event: count}}
+        self.events = {s.gid: dict.fromkeys(ELEMENT_EVENTS, 0) for s in specs}
 
-    def add_round(self, spec, rng):
-        """New random contributions of every member; returns {port: bytes}."""
+    def add_round(self, spec, rng, rows=None):
+        """New contributions of every member (random, or ``rows``: {port: raw elements});
+        returns {port: bytes}."""
         n_el = spec.size // spec.esize
-        rows = {p: random_elements(rng, spec.dtype, n_el) for p in spec.members}
-        expect = reduce(spec.dtype, spec.op, np.stack([rows[p] for p in spec.members]),
-                        saturate=spec.saturate)
+        if rows is None:
+            rows = {p: random_elements(rng, spec.dtype, n_el) for p in spec.members}
+        expect, events = reduce_with_events(spec.dtype, spec.op,
+                                            np.stack([rows[p] for p in spec.members]),
+                                            saturate=spec.saturate)
         self.rounds[spec.gid].append(expect.astype(expect.dtype.newbyteorder("<")).tobytes())
         self.inputs[spec.gid].append(rows)
+        self.round_events[spec.gid].append({k: int(v.sum()) for k, v in events.items()})
         return {p: rows[p].astype(rows[p].dtype.newbyteorder("<")).tobytes() for p in rows}
 
     def drop_round(self, gid):
         """The group's current round was aborted: forget it."""
         self.rounds[gid].popleft()
         self.inputs[gid].popleft()
+        self.round_events[gid].popleft()
         self.pos[gid] = 0
 
     def pending(self):
@@ -298,6 +308,8 @@ class Scoreboard:
         if self.pos[gid] == spec.size:
             self.rounds[gid].popleft()
             self.inputs[gid].popleft()
+            for k, v in self.round_events[gid].popleft().items():
+                self.events[gid][k] += v
             self.pos[gid] = 0
             self.done[gid] += 1
 
@@ -338,6 +350,8 @@ class Bench:
         self.completed = []         # (cycle, group)
         self.aborted = []
         self.config_errors = []     # (cycle, group, cause)
+        self.events = {}            # element statistics pulsed: {group: {event: count}}
+        self.max_amount = 0         # the largest amount of one pulse
         self.lane_stall = [0] * self.N
         self.sent = []              # (cycle, port, packet) at each packet's last beat
         self.out_cycles = []        # cycles of result beats
@@ -397,6 +411,7 @@ class Bench:
         sigs = [dut.contrib[p].ready for p in range(N)] + [dut.contrib[p].valid for p in range(N)]
         sigs += [dut.result.valid, dut.result.ready, dut.result.payload, dut.active,
                  dut.completed, dut.aborted, dut.config_error, dut.bad_config]
+        sigs += [getattr(dut, name) for name in ELEMENT_EVENTS]
         sigs += [dut.lane_events[p] for p in range(N)]
         held = None
         drained = 0
@@ -434,7 +449,14 @@ class Bench:
             vals = vals[2:]
             ready, valid = vals[:N], vals[N:2 * N]
             o_valid, o_ready, o_pl, active, comp, abrt, cerr, badc = vals[2 * N:2 * N + 8]
-            events = vals[2 * N + 8:]
+            counts = vals[2 * N + 8:2 * N + 8 + len(ELEMENT_EVENTS)]
+            events = vals[2 * N + 8 + len(ELEMENT_EVENTS):]
+            for name, ev in zip(ELEMENT_EVENTS, counts):
+                if ev.valid:
+                    assert 0 < ev.amount <= self.L, f"cycle {self.cycle}: {name} {ev}"
+                    per = self.events.setdefault(ev.group, dict.fromkeys(ELEMENT_EVENTS, 0))
+                    per[name] += ev.amount
+                    self.max_amount = max(self.max_amount, ev.amount)
             self.active = active
             assert not badc, f"cycle {self.cycle}: reducer bad_config"
             # result stream rules: a stalled beat holds still
@@ -509,17 +531,20 @@ class Bench:
         return [(p, r) for _, p, r, _, _ in self.rejected]
 
 
-def feed_rounds(bench, specs, rounds, rng, *, style="random", td_prob=0.1, skew=40):
+def feed_rounds(bench, specs, rounds, rng, *, style="random", td_prob=0.1, skew=40,
+                rows=None):
     """Queue ``rounds`` rounds of every group: each member's packets, the groups a member
     belongs to interleaved at random within a round (round by round, so the rings cannot
     deadlock across groups: docs/reduction-engine.md 7), after a random start skew per lane.
-    Returns {gid: [{port: bytes} per round]}."""
+    ``rows``: {gid: [{port: raw elements} per round]} for groups whose data is given (others
+    get random elements). Returns {gid: [{port: bytes} per round]}."""
     per_port = {p: [] for p in range(bench.N)}
     sent = {spec.gid: [] for spec in specs}
-    for _ in range(rounds):
+    for r in range(rounds):
         streams = {p: [] for p in range(bench.N)}
         for spec in specs:
-            data = bench.board.add_round(spec, bench.nrng)
+            given = (rows or {}).get(spec.gid)
+            data = bench.board.add_round(spec, bench.nrng, given[r] if given else None)
             sent[spec.gid].append(data)
             for p in spec.members:
                 streams[p].append(member_packets(spec, p, data[p], bench.L, rng,
@@ -557,6 +582,9 @@ def run_clean_rounds(bench, specs, rounds, rng):
 
 
 def check_complete(bench, specs, rounds):
+    """Every group completed ``rounds`` rounds, nothing aborted, and the engine's element
+    statistics (nan, infinity, saturation pulses) add up, per group, to the model's events
+    of the completed rounds' results."""
     for spec in specs:
         assert bench.board.done[spec.gid] == rounds, \
             f"group {spec.gid}: {bench.board.done[spec.gid]} of {rounds} rounds"
@@ -564,6 +592,15 @@ def check_complete(bench, specs, rounds):
         assert n == rounds, f"group {spec.gid}: {n} completed events, {rounds} rounds"
     assert not bench.aborted, f"unexpected aborts {bench.aborted}"
     assert not bench.config_errors, f"unexpected config errors {bench.config_errors}"
+    check_events(bench)
+
+
+def check_events(bench):
+    zero = dict.fromkeys(ELEMENT_EVENTS, 0)
+    print(f"element statistics per group: {bench.events}")
+    for g in set(bench.events) | set(bench.board.events):
+        got, want = bench.events.get(g, zero), bench.board.events.get(g, zero)
+        assert got == want, f"group {g}: element statistics {got}, model {want}"
 
 
 # ============================================================================================
@@ -1102,6 +1139,99 @@ def test_random_configurations(n_ports, width, dtypes, seed):
         b = Bench(p, specs, rng, gap=rng.choice([0.0, 0.2, 0.5]),
                   stall=rng.choice([0.0, 0.3, 0.6]), timeout=8000, max_cycles=40000)
         run_clean_rounds(b, specs, 4, rng)
+
+
+# fp8 sums worked out by hand, one case per lane of a 64-bit beat (member values by lane)
+E4M3_CASES = [[0x7E, 0x7E, 0x00],       # 896 > 448: saturated (saturate off: NaN)
+              [0x7E, 0x58, 0x00],       # 464: a tie, rounds to 448 even: a genuine max
+              [0x76, 0x76, 0x00],       # 224 + 224 = 448 exactly
+              [0xFE, 0xD9, 0x00],       # -466 rounds to -480: saturated to -448
+              [0x7F, 0x7E, 0x7E],       # a NaN: NaN
+              [0x38, 0x38, 0x00],       # 1 + 1
+              [0x7E, 0x7E, 0xFE],       # 448 exactly
+              [0x77, 0x77, 0x00]]       # 480: saturated
+E5M2_CASES = [[0x7C, 0x01, 0x00],       # +inf: saturated to 57344 (off: +inf)
+              [0x7B, 0x68, 0x00],       # 59392 rounds back to 57344: genuine
+              [0x7B, 0x6C, 0x00],       # 61440, a tie: overflow: saturated (off: +inf)
+              [0x7C, 0xFC, 0x00],       # +inf + -inf: NaN
+              [0xFC, 0x7B, 0x7B],       # -inf: saturated to -57344 (off: -inf)
+              [0x7B, 0x7B, 0xFB],       # 57344 exactly
+              [0x3C, 0x3C, 0x00],       # 1 + 1
+              [0x7D, 0x00, 0x00]]       # a NaN
+FP16_CASES = [[0x7BFF, 0x4C00, 0x0000],  # 65504 + 16: a tie, overflow: +inf
+              [0x7BFF, 0x4800, 0x0000],  # 65504 + 8: 65504
+              [0x7E00, 0x3C00, 0x3C00],  # NaN
+              [0xFC00, 0x3C00, 0x7C00]]  # sum: -inf + +inf, NaN; max: +inf
+
+
+def case_rows(cases, members, tiles, dtype):
+    """{port: raw elements}: member i of ``members`` gets column i of every case, the cases
+    repeated ``tiles`` times."""
+    cols = np.array(cases * tiles, dtype=np.uint64).T
+    return {p: cols[i].astype(DTYPES[dtype].container) for i, p in enumerate(members)}
+
+
+def test_element_statistics_directed(seed):
+    """The nan / infinity / saturation pulses per group on hand-worked results: fp8 E4M3
+    and E5M2 sums with saturate on and off (saturated results, genuine max-finite sums, NaNs,
+    infinity inputs), an fp16 min/max and sum (overflow is an infinity, never a saturation),
+    an int8 sum (never counts); AllReduce (counted once, not per receiver), ReduceScatter
+    and Reduce; 8 elements per 64-bit beat, so every pulse counts several at once."""
+    rng = random.Random(seed)
+    m3 = (0, 1, 3)
+    specs = [
+        Group(0, m3, "fp8_e4m3", "sum", 96, buf_base=0, buf_beats=32),
+        Group(1, m3, "fp8_e4m3", "sum", 96, buf_base=32, buf_beats=32, saturate=False,
+              collective=Collective.REDUCESCATTER),
+        Group(2, m3, "fp8_e5m2", "sum", 96, buf_base=64, buf_beats=32,
+              collective=Collective.REDUCE, root=3),
+        Group(3, m3, "fp8_e5m2", "sum", 96, buf_base=96, buf_beats=32, saturate=False),
+        Group(4, m3, "fp16", "sum", 96, buf_base=128, buf_beats=32),
+        Group(5, m3, "fp16", "max", 96, buf_base=160, buf_beats=32,
+              collective=Collective.REDUCESCATTER),
+        Group(6, m3, "int8", "sum", 96, buf_base=192, buf_beats=32),
+    ]
+    cases = {"fp8_e4m3": E4M3_CASES, "fp8_e5m2": E5M2_CASES, "fp16": FP16_CASES,
+             "int8": E4M3_CASES}
+    tiles = {"fp8_e4m3": 12, "fp8_e5m2": 12, "fp16": 12, "int8": 12}
+    rounds = 2
+    rows = {s_.gid: [case_rows(cases[s_.dtype], m3, tiles[s_.dtype], s_.dtype)] * rounds
+            for s_ in specs}
+    b = Bench(params(4, 64, dtypes=("fp8_e4m3", "fp8_e5m2", "fp16", "int8"), n_rgroups=8),
+              specs, rng, timeout=5000, max_cycles=30000)
+    arm_all(b, specs)
+    feed_rounds(b, specs, rounds, rng, rows=rows)
+    finish_when_results_done(b)
+    b.run()
+    check_complete(b, specs, rounds)
+    # the hand counts: per 8 cases (one beat of fp8), per 4 cases of fp16
+    want = {0: (12, 0, 36), 1: (48, 0, 0), 2: (24, 0, 36), 3: (24, 36, 0), 4: (24, 12, 0),
+            5: (12, 12, 0), 6: (0, 0, 0)}
+    for g, (nan, inf, sat) in want.items():
+        got = b.events.get(g, dict.fromkeys(ELEMENT_EVENTS, 0))
+        assert got == {"nan": rounds * nan, "infinity": rounds * inf,
+                       "saturation": rounds * sat}, (g, got)
+    assert b.max_amount == 4 and 6 not in b.events       # E4M3 off: 4 NaNs in every beat
+    print(f"{b.cycle} cycles: {b.events}")
+
+
+def test_element_statistics_only_within_keep(seed):
+    """A round that ends part way through a beat: the reducer also reduces the rest of that
+    ring beat, left there by an earlier round (NaNs here), but only elements within the
+    result's keep count. 2 members, E4M3, 156-byte rounds (19.5 beats) in a 32-beat ring:
+    round 1's last beat is ring beat 7, whose upper half round 0 filled with NaNs."""
+    rng = random.Random(seed)
+    spec = Group(2, (1, 2), "fp8_e4m3", "sum", 156, buf_base=32, buf_beats=32)
+    nans = {p: np.full(156, 0x7F, np.uint8) for p in spec.members}
+    ones = {p: np.full(156, 0x38, np.uint8) for p in spec.members}
+    b = Bench(params(4, 64, dtypes=("fp8_e4m3",)), [spec], rng, timeout=5000)
+    arm_all(b, [spec])
+    feed_rounds(b, [spec], 2, rng, rows={spec.gid: [nans, ones]}, skew=0)
+    finish_when_results_done(b)
+    b.run()
+    check_complete(b, [spec], 2)
+    assert b.events[spec.gid] == {"nan": 156, "infinity": 0, "saturation": 0}
+    assert b.max_amount == 8                             # a whole beat of NaNs at once
 
 
 def _inject(bench, bits):

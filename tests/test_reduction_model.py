@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from smartfabric.models.reduction import (
-    DTYPES, FLOAT_DTYPES, FP8_DTYPES, INT_DTYPES, dtype_info, from_bits, reduce,
-    reduce_scatter_chunks, to_bits,
+    DTYPES, ELEMENT_EVENTS, FLOAT_DTYPES, FP8_DTYPES, INT_DTYPES, dtype_info, from_bits, reduce,
+    reduce_scatter_chunks, reduce_with_events, to_bits,
 )
 
 LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
@@ -496,33 +496,39 @@ def _ref_round(dtype, q):
     return r if q > 0 else -r
 
 
-def ref_sum(dtype, bits, saturate):
+def ref_sum_saturated(dtype, bits, saturate):
+    """(result bits, saturated): saturated when the result is the saturate rule's +-max
+    finite (an infinity, or a rounded sum beyond max finite, with saturate on, fp8)."""
     cnan = F[dtype]["cnan"]
     maxf = Fraction(float(ml_dtypes.finfo(NATIVE[dtype]).max))
     vals = _ref_decode(dtype, bits)
     if any(math.isnan(v) for v in vals):
-        return cnan
+        return cnan, False
     pinf, ninf = math.inf in vals, -math.inf in vals
     if pinf and ninf:
-        return cnan
+        return cnan, False
 
     def beyond(negative):
         if dtype in FP8_DTYPES and saturate:
-            return _ref_encode(dtype, -maxf if negative else maxf)
+            return _ref_encode(dtype, -maxf if negative else maxf), True
         if dtype == "fp8_e4m3":
-            return cnan
-        return _ref_encode(dtype, -math.inf if negative else math.inf)
+            return cnan, False
+        return _ref_encode(dtype, -math.inf if negative else math.inf), False
 
     if pinf or ninf:
         return beyond(ninf)
     total = sum((Fraction(v) for v in vals), Fraction(0))
     if total == 0:
         all_neg_zero = all(v == 0 and math.copysign(1.0, v) < 0 for v in vals)
-        return _ref_encode(dtype, -0.0 if all_neg_zero else 0.0)
+        return _ref_encode(dtype, -0.0 if all_neg_zero else 0.0), False
     r = _ref_round(dtype, total)
     if abs(r) > maxf:
         return beyond(r < 0)
-    return _ref_encode(dtype, r)
+    return _ref_encode(dtype, r), False
+
+
+def ref_sum(dtype, bits, saturate):
+    return ref_sum_saturated(dtype, bits, saturate)[0]
 
 
 def ref_minmax(dtype, op, bits):
@@ -615,6 +621,90 @@ def test_float_against_fraction_reference(request, dtype, saturate):
                 g = int(got[op][j])
                 assert g == w, (f"seed {seed} {dtype} {op} sat={saturate} members {m} element {j}: "
                                 f"inputs {[hex(x) for x in col]} want {w:#x} got {g:#x}")
+
+
+@pytest.mark.parametrize("dtype, saturate", [(d, True) for d in FLOAT_DTYPES]
+                         + [(d, False) for d in FP8_DTYPES])
+def test_events_against_fraction_reference(request, dtype, saturate):
+    """Statistic events (docs/telemetry.md section 2.1) against the Fraction reference: NaN and
+    infinity classified by decoding the result with ml_dtypes, saturation where the reference
+    took the saturate branch; a sum that rounds to max finite without overflowing is not a
+    saturation. Random bit patterns, near-overflow values included."""
+    seed = _seed(request)
+    rng = np.random.default_rng(seed)
+    seen = dict.fromkeys(ELEMENT_EVENTS, 0)
+    genuine_max = 0
+    for m, n in MEMBER_COUNTS:
+        bits = random_float_bits(rng, dtype, m, n)
+        for op in ("sum", "min", "max"):
+            got, ev = reduce_with_events(dtype, op, bits, saturate=saturate)
+            assert np.array_equal(got, reduce(dtype, op, bits, saturate=saturate))
+            assert set(ev) == set(ELEMENT_EVENTS)
+            for name in ELEMENT_EVENTS:
+                assert ev[name].shape == (n,) and ev[name].dtype == bool
+            for j in range(n):
+                col = bits[:, j]
+                if op == "sum":
+                    want_bits, want_sat = ref_sum_saturated(dtype, col, saturate)
+                else:
+                    want_bits, want_sat = ref_minmax(dtype, op, col), False
+                value = _ref_decode(dtype, [want_bits])[0]
+                want = {"nan": math.isnan(value), "infinity": math.isinf(value),
+                        "saturation": want_sat}
+                have = {name: bool(ev[name][j]) for name in ELEMENT_EVENTS}
+                assert have == want, (f"seed {seed} {dtype} {op} sat={saturate} members {m} "
+                                      f"element {j}: inputs {[hex(x) for x in col]} result "
+                                      f"{want_bits:#x}: events {have}, want {want}")
+                seen.update({k: seen[k] + v for k, v in want.items()})
+                genuine_max += op == "sum" and not want_sat and \
+                    want_bits & ~DTYPES[dtype].sign_bit == DTYPES[dtype].max_finite
+    print(f"events seen: {seen}; max-finite sums that are not saturations: {genuine_max}")
+    assert seen["nan"] and (seen["infinity"] or dtype == "fp8_e4m3" or
+                            (dtype == "fp8_e5m2" and saturate))
+    if dtype in FP8_DTYPES and saturate:
+        assert seen["saturation"] and genuine_max
+    else:
+        assert not seen["saturation"]
+
+
+@pytest.mark.parametrize("dtype, op, saturate, members, want_bits, events", [
+    # E4M3 (max 448 = 0x7E): 448 + 448 saturates; off: NaN
+    ("fp8_e4m3", "sum", True, [0x7E, 0x7E], 0x7E, {"saturation"}),
+    ("fp8_e4m3", "sum", False, [0x7E, 0x7E], 0x7F, {"nan"}),
+    ("fp8_e4m3", "sum", True, [0xFE, 0xD9], 0xFE, {"saturation"}),     # -448 - 18: -480
+    ("fp8_e4m3", "sum", True, [0x7E, 0x58], 0x7E, set()),              # 464: tie, 448 genuine
+    ("fp8_e4m3", "sum", True, [0x76, 0x76], 0x7E, set()),              # 224 + 224 = 448
+    ("fp8_e4m3", "sum", True, [0x7E], 0x7E, set()),                    # lone max
+    ("fp8_e4m3", "sum", True, [0x7F, 0x7E, 0x7E], 0x7F, {"nan"}),      # NaN beats saturation
+    ("fp8_e4m3", "max", True, [0x7E, 0x7E], 0x7E, set()),
+    # E5M2 (max 57344 = 0x7B): infinity in, saturate on: clamped, counted as saturation
+    ("fp8_e5m2", "sum", True, [0x7C, 0xBC], 0x7B, {"saturation"}),
+    ("fp8_e5m2", "sum", False, [0x7C, 0xBC], 0x7C, {"infinity"}),
+    ("fp8_e5m2", "sum", True, [0xFC], 0xFB, {"saturation"}),
+    ("fp8_e5m2", "sum", True, [0x7B, 0x6C], 0x7B, {"saturation"}),     # 61440: tie, overflow
+    ("fp8_e5m2", "sum", False, [0x7B, 0x6C], 0x7C, {"infinity"}),
+    ("fp8_e5m2", "sum", True, [0x7B, 0x68], 0x7B, set()),              # 59392: back to max
+    ("fp8_e5m2", "sum", True, [0x7C, 0xFC], 0x7E, {"nan"}),            # +inf + -inf
+    ("fp8_e5m2", "max", True, [0x7C, 0x01], 0x7C, {"infinity"}),       # min/max: no saturation
+    ("fp8_e5m2", "min", True, [0xFC, 0x7D], 0x7E, {"nan"}),
+    # wide floats: overflow is an infinity, never a saturation
+    ("fp16", "sum", True, [0x7BFF, 0x4C00], 0x7C00, {"infinity"}),
+    ("fp16", "sum", True, [0x7BFF, 0x4800], 0x7BFF, set()),
+    ("bf16", "sum", True, [0xFF7F, 0xFF7F], 0xFF80, {"infinity"}),
+    ("fp32", "sum", True, [0x7F800001, 0x3F800000], 0x7FC00000, {"nan"}),
+    ("fp32", "min", True, [0xFF800000, 0x3F800000], 0xFF800000, {"infinity"}),
+    # integers: never an event, whatever the bits
+    ("int8", "sum", True, [0x7F, 0x7F], 0xFE, set()),
+    ("uint8", "max", True, [0xFF, 0x7E], 0xFF, set()),
+    ("uint16", "or", True, [0x7C00, 0x0001], 0x7C01, set()),
+    ("int32", "xor", True, [0x7F800000, 0x00400000], 0x7FC00000, set()),
+])
+def test_events_directed(dtype, op, saturate, members, want_bits, events):
+    """Rule of each statistic on hand-worked cases (docs/telemetry.md section 2.1)."""
+    bits, ev = reduce_with_events(dtype, op, np.array([[v] for v in members], dtype=np.int64),
+                                  saturate=saturate)
+    assert int(bits[0]) == want_bits
+    assert {name for name in ELEMENT_EVENTS if ev[name][0]} == events
 
 
 @pytest.mark.parametrize("dtype", INT_DTYPES)

@@ -1,16 +1,22 @@
 """The telemetry wired into the whole switch, in Amaranth's simulator: every packet's latency
 as the bench measures it at the ports (edge of the first beat accepted to edge of the first beat
 delivered) lands in its egress's histogram bucket; zero load is 4 cycles (the core's 3 cycles to
-the first valid egress cycle, plus that cycle), bucket 3; the histograms clear. (The system tests on Verilator and Icarus: verif/test_telemetry_sys.py.)"""
+the first valid egress cycle, plus that cycle), bucket 3; the histograms clear. The reduction
+group statistics window counts an fp8 AllReduce's completed operation and its NaN and saturated
+result elements. (The system tests on Verilator and Icarus: verif/test_telemetry_sys.py.)"""
 
 import random
 
+import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from smartfabric.hdl.params import SwitchParams
 from smartfabric.hdl.switch import SmartfabricSwitch
-from smartfabric.models.capture_format import latency_bucket
+from smartfabric.models.capture_format import GROUP_STATS, latency_bucket
+from smartfabric.models.formats import inc_prefix
+from smartfabric.models.inc_model import RGroup
+from smartfabric.models.reduction import reduce_with_events
 from smartfabric.models.regmodel import RegisterModel
 from smartfabric.models import tlp_build as tb
 
@@ -156,3 +162,99 @@ def test_capture_depth_parameter():
                           capture_depth=8)
     dut = SmartfabricSwitch(params)
     assert dut.regs.read_windows["cap_entry"].depth == 8 * 8
+
+
+def test_group_statistics_window(seed):
+    """rgroup_stats through the switch: 2 ports x 64 bits, an fp8 E4M3 AllReduce group with
+    saturate on, two rounds whose results hold saturated elements, genuine 448s and NaNs (8
+    per beat); every word of both groups read over AXI4-Lite against the model
+    (reduce_with_events, counted once per element although both members receive it), then
+    gstat_clear."""
+    params = SwitchParams(n_ports=2, data_width=64, n_windows=2, n_id_routes=2, voq_depth=4,
+                          max_payload=128, n_rgroups=2, reduce_buffer_beats=64,
+                          reduce_dtypes=("fp8_e4m3",))
+    n, g = params.n_ports, 1
+    dut = SmartfabricSwitch(params)
+    regs = RegisterModel(n, params.n_windows, params.n_id_routes, params.n_groups,
+                         params.n_rgroups, capture_depth=params.capture_depth)
+    cfg = _config(params)
+    rng = np.random.default_rng(seed)
+    group = RGroup(members=0b11, elem_type="fp8_e4m3", op="sum", saturate=True,
+                   base=0x9000_0000, size=96, buf_base=0, buf_beats=32, result_offset=0x100,
+                   notify_offset=0x200)
+    # per element: 448 + 448 (saturated), 448 + 16 (a tie: a genuine 448), NaN + 1, or
+    # random bits (NaN payloads, overflow, anything)
+    cases = np.array([[0x7E, 0x7E], [0x7E, 0x58], [0x7F, 0x38]], dtype=np.uint8)
+    rounds = []
+    for _ in range(2):
+        rows = rng.integers(0, 256, size=(2, group.size), dtype=np.uint8)
+        pick = rng.integers(0, 4, size=group.size)
+        for k in range(3):
+            rows[:, pick == k] = cases[k][:, None]
+        rounds.append(rows)
+    want = [0] * len(GROUP_STATS)
+    for rows in rounds:
+        _, ev = reduce_with_events("fp8_e4m3", "sum", rows, saturate=True)
+        want[GROUP_STATS.index("completed")] += 1
+        for name, flags in ev.items():
+            want[GROUP_STATS.index(name)] += int(flags.sum())
+    received = [0] * n                                   # result beats per egress
+
+    async def send(ctx, p, beats):
+        for beat in beats:
+            for name in ("data", "keep", "first", "last", "hdr", "pfx"):
+                ctx.set(getattr(dut, f"s{p}_{name}"), getattr(beat, name))
+            ctx.set(getattr(dut, f"s{p}_valid"), 1)
+            while not (await ctx.tick().sample(getattr(dut, f"s{p}_ready")))[2]:
+                pass
+        ctx.set(getattr(dut, f"s{p}_valid"), 0)
+
+    async def receive(ctx):
+        for q in range(n):
+            ctx.set(getattr(dut, f"m{q}_ready"), 1)
+        async for _, _, *valid in ctx.tick().sample(*[getattr(dut, f"m{q}_valid")
+                                                       for q in range(n)]):
+            for q in range(n):
+                received[q] += valid[q]
+
+    async def stats(ctx, group_id):
+        return [await read_reg(ctx, dut, regs, f"rgroup_stats[{group_id}][{k}]")
+                for k in range(8)]
+
+    async def main(ctx):
+        await ctx.tick()
+        await _program(ctx, dut, regs, cfg)
+        for name, value in group.registers():
+            path = f"rgroup[{g}].{name}"
+            await write_reg(ctx, dut, regs, path,
+                            regs.encode(path, **value) if isinstance(value, dict) else value)
+        await ctx.tick().repeat(48)                      # arming
+        pfx = inc_prefix(g, "fp8_e4m3", "sum")
+        for r, rows in enumerate(rounds):
+            for p in range(n):
+                for off in range(0, group.size, 32):    # 32-byte writes
+                    hdr = tb.mwr_hdr(group.base + off, 8, requester_id=(p + 1) << 8)
+                    await send(ctx, p, tb.packet_beats(hdr, pfx, rows[p, off:off + 32].tobytes(),
+                                                       params.data_width))
+            beats = (r + 1) * group.size // (params.data_width // 8)
+            for _ in range(2000):                        # both members get the result
+                if min(received) == beats:
+                    break
+                await ctx.tick()
+            assert received == [beats] * n, received
+            await ctx.tick().repeat(8)
+        got = await stats(ctx, g)
+        print(f"rgroup_stats[{g}]: {got}, model {want}")
+        assert got == want + [0, 0, 0]
+        assert await stats(ctx, 0) == [0] * 8
+        assert want[GROUP_STATS.index("saturation")] and want[GROUP_STATS.index("nan")]
+        await write_reg(ctx, dut, regs, "telemetry_ctrl",
+                        regs.encode("telemetry_ctrl", gstat_clear=1, stuck_threshold=4096))
+        await ctx.tick().repeat(2)
+        assert await stats(ctx, g) == [0] * 8
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(main)
+    sim.add_testbench(receive, background=True)
+    sim.run()

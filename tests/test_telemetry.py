@@ -263,12 +263,12 @@ def test_group_statistics():
             ctx.set(dut.events[k].group, g)
             await ctx.tick()
             ctx.set(dut.events[k].valid, 0)
-        # two statistics in one cycle
-        ctx.set(dut.events[dut.index("completed")], {"valid": 1, "group": 7})
-        ctx.set(dut.events[dut.index("infinity")], {"valid": 1, "group": 7})
+        # two statistics in one cycle (the events above left amount at its reset value, 1)
+        ctx.set(dut.events[dut.index("completed")], {"valid": 1, "group": 7, "amount": 1})
+        ctx.set(dut.events[dut.index("infinity")], {"valid": 1, "group": 7, "amount": 1})
         await ctx.tick()
-        ctx.set(dut.events[dut.index("completed")], {"valid": 0, "group": 0})
-        ctx.set(dut.events[dut.index("infinity")], {"valid": 0, "group": 0})
+        ctx.set(dut.events[dut.index("completed")], {"valid": 0, "group": 0, "amount": 1})
+        ctx.set(dut.events[dut.index("infinity")], {"valid": 0, "group": 0, "amount": 1})
         await ctx.tick()
         await ctx.tick()
         for g in (0, 3, 7):
@@ -281,6 +281,97 @@ def test_group_statistics():
     assert got[0] == [1, 0, 0, 0, 0]
     assert got[3] == [2, 1, 0, 0, 1]
     assert got[7] == [1, 0, 1, 1, 0]
+
+
+def test_counter_table_increments_above_one(seed):
+    """Amounts of 0..max_increment per cycle: back to back on one counter (the read-modify-write
+    forwarding adds the amounts), on alternating counters, with idle cycles; a counter that
+    would pass 2^count_width - 1 stops there (from below, and by one large step from far
+    below); amount 0 adds nothing; clear as for unit increments."""
+    rng = random.Random(seed)
+    width, depth, top = 8, 4, 64
+    dut = CounterTable(depth, count_width=width, max_increment=top)
+    steps = [(1, 63), (1, 64), (1, 64), (1, 0), (2, 5), (1, 64), (2, 64), (1, 10)]  # 255
+    steps += [(2, 64)] * 3 + [(3, 64)] * 4      # counter 2 saturates at 255 from 192 + 64
+    steps += [(0, rng.randint(0, top)) if rng.random() < 0.7 else (None, 0) for _ in range(60)]
+    want = [0] * depth
+    got = {}
+
+    async def bench(ctx):
+        for index, amount in steps:
+            if index is None:
+                ctx.set(dut.inc_valid, 0)
+            else:
+                ctx.set(dut.inc_valid, 1)
+                ctx.set(dut.inc_index, index)
+                ctx.set(dut.inc_amount, amount)
+                want[index] = min(want[index] + amount, (1 << width) - 1)
+            await ctx.tick()
+        ctx.set(dut.inc_valid, 0)
+        got["counts"] = await read_all(ctx, dut, depth)
+        # clear, then one large step from zero and one that lands exactly on the top
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for index, amount in ((1, top), (1, top), (1, top), (1, top - 1), (3, 0)):
+            ctx.set(dut.inc_valid, 1)
+            ctx.set(dut.inc_index, index)
+            ctx.set(dut.inc_amount, amount)
+            await ctx.tick()
+        ctx.set(dut.inc_valid, 0)
+        got["after_clear"] = await read_all(ctx, dut, depth)
+
+    run(dut, bench)
+    assert got["counts"] == want, (got["counts"], want)
+    assert want[1] == 255 and want[2] == 255 and want[3] == 255
+    assert got["after_clear"] == [0, 255, 0, 0]
+    with pytest.raises(ValueError, match="max_increment"):
+        CounterTable(4, max_increment=0)
+
+
+def test_group_statistics_amounts():
+    """GroupStatistics(max_amount=16): the element statistics add their amounts, several
+    statistics and groups in one cycle, a statistic at its top saturates; the unit statistics
+    (completed) still count 1 with amount left undriven; read every group back."""
+    dut = GroupStatistics(n_groups=4, count_width=10, max_amount=16)
+    cycles = [
+        {"nan": (1, 16), "saturation": (2, 3)},
+        {"nan": (1, 16), "infinity": (1, 1), "saturation": (2, 16)},
+        {"nan": (3, 0)},                                 # amount 0: nothing
+        {"saturation": (2, 16)},
+    ] + [{"saturation": (0, 16)}] * 70                   # 1120 > 1023: saturates
+    want = {g: dict.fromkeys(dut.stats, 0) for g in range(4)}
+    got = {}
+
+    async def bench(ctx):
+        k_done = dut.index("completed")
+        for cyc in cycles:
+            for k, name in enumerate(dut.stats):
+                if name in cyc:
+                    g, amount = cyc[name]
+                    ctx.set(dut.events[k], {"valid": 1, "group": g, "amount": amount})
+                    want[g][name] = min(want[g][name] + amount, 1023)
+                else:
+                    ctx.set(dut.events[k].valid, 0)
+            await ctx.tick()
+        for k in range(len(dut.stats)):
+            ctx.set(dut.events[k].valid, 0)
+        for g in (3, 3):                                 # unit events, amount never driven
+            ctx.set(dut.events[k_done].valid, 1)
+            ctx.set(dut.events[k_done].group, g)
+            want[g]["completed"] += 1
+            await ctx.tick()
+        ctx.set(dut.events[k_done].valid, 0)
+        await ctx.tick().repeat(2)
+        for g in range(4):
+            ctx.set(dut.read_index, g)
+            await ctx.tick()
+            got[g] = [ctx.get(dut.read_data[k]) for k in range(len(dut.stats))]
+
+    run(dut, bench)
+    for g in range(4):
+        assert got[g] == [want[g][name] for name in dut.stats], (g, got[g], want[g])
+    assert got[0][dut.index("saturation")] == 1023 and got[1][dut.index("nan")] == 32
 
 
 # ----------------------------------------------------------------------------------------------

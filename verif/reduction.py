@@ -8,11 +8,12 @@ from cocotb.triggers import ClockCycles
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 
+from ..models.capture_format import GROUP_STATS
 from ..models.formats import Collective, RGroupConfigError, inc_prefix
 from ..models.inc_model import RGroup
 from ..models.reduction import DTYPES, FLOAT_OPS, INT_OPS, dtype_info
 
-__all__ = ["operands", "Reduction", "ops_of", "ARM_CYCLES"]
+__all__ = ["operands", "special_operands", "ring_beats", "Reduction", "ops_of", "ARM_CYCLES"]
 
 #: Cycles a bench waits after arming before contributing (arming takes 4 cycles, 38 for a
 #: ReduceScatter: docs/reduction-engine.md section 2).
@@ -88,6 +89,49 @@ def operands(rng, dtype, members, elements):
             bits = finite(0, 2)
         out[:, cols] = bits
     return out.astype(d.container)
+
+
+def special_operands(rng, dtype, members, elements):
+    """Raw bits, shape ``(members, elements)``, whose results exercise the per-group element
+    statistics (docs/telemetry.md section 2.1): per element, at random, a NaN among finite
+    values; an infinity among finite values (E5M2 with saturate on: a saturation); +inf with
+    -inf (NaN); every member at the largest finite value of one sign (an overflow: +-inf, or
+    for fp8 a saturation / E4M3 NaN); the largest finite value with zeros (a max-finite sum
+    that is not a saturation); or values from :func:`operands`. Integer types: ``operands``.
+    ``rng`` is a ``numpy.random.Generator``."""
+    d = dtype_info(dtype)
+    out = operands(rng, dtype, members, elements).astype(np.uint64)
+    if not d.is_float:
+        return out.astype(d.container)
+    s, mx = np.uint64(d.sign_bit), np.uint64(d.max_finite)
+    inf = np.uint64(d.inf_bits if d.has_inf else d.max_finite)   # E4M3: no infinity
+    kinds = rng.integers(0, 7, size=elements)
+    row = rng.integers(0, members, size=elements)
+    neg = rng.integers(0, 2, size=elements).astype(bool)
+    cols = np.arange(elements)
+    nan = (kinds == 0)
+    out[row[nan], cols[nan]] = np.uint64(d.canonical_nan)
+    one_inf = (kinds == 1)
+    out[row[one_inf], cols[one_inf]] = np.where(neg[one_inf], inf | s, inf)
+    if members >= 2:
+        both = (kinds == 2)
+        out[0, cols[both]] = inf
+        out[1, cols[both]] = inf | s
+    big = (kinds == 3)
+    out[:, cols[big]] = np.where(neg[big], mx | s, mx)
+    lone = (kinds == 4)
+    out[:, cols[lone]] = np.uint64(0)
+    out[row[lone], cols[lone]] = np.where(neg[lone], mx | s, mx)
+    return out.astype(d.container)
+
+
+def ring_beats(params, groups):
+    """Ring size per group when ``groups`` share the stage memories (the largest power of
+    two that fits)."""
+    beats = params.reduce_buffer_beats // groups
+    beats = 1 << (beats.bit_length() - 1)
+    assert beats >= params.reduce_min_group_beats, "stage memories too small for the groups"
+    return beats
 
 
 class Reduction:
@@ -195,3 +239,38 @@ class Reduction:
             buf_beats=buf_beats,
             result_offset=0x10_0000 * (g + 1) + 4 * rng.randrange(1024),
             notify_offset=0x8_0000 + 64 * g)
+
+    async def run_rounds(self, groups, data):
+        """Every member sends its rounds: round r of every group before round r+1 of any, the
+        groups' writes interleaved at random on each port (docs/reduction-engine.md section
+        7). ``groups``: {g: RGroup}; ``data``: {g: [round][(members, elements) raw bits]}."""
+        env, rng = self.env, self.rng
+        n_rounds = max(len(rounds) for rounds in data.values())
+        for r in range(n_rounds):
+            per_port = {p: [] for p in range(self.params.n_ports)}
+            for g, cfg in groups.items():
+                if r >= len(data[g]):
+                    continue
+                rows = data[g][r]
+                for i, p in enumerate(cfg.member_ports()):
+                    per_port[p].append(self.round_packets(p, g, cfg, rows[i].tobytes()))
+            for p, streams in per_port.items():
+                # merge the groups' packet lists in random order, each list kept in order
+                while streams:
+                    k = rng.randrange(len(streams))
+                    env.send_beats(p, streams[k].pop(0))
+                    if not streams[k]:
+                        streams.pop(k)
+
+    async def group_stats_mismatches(self):
+        """Read ``rgroup_stats[g][0..7]`` of every group over AXI4-Lite and compare with the
+        model's statistics (``IncModel.group_stats``; words 5-7 read 0). Returns the
+        mismatches as lines of text (empty: all equal)."""
+        lines = []
+        for g in range(self.params.n_rgroups):
+            words = [await self.env.regs.read(f"rgroup_stats[{g}][{k}]") for k in range(8)]
+            want = self.model.inc.group_stats(g) + [0] * (8 - len(GROUP_STATS))
+            if words != want:
+                lines.append(f"rgroup_stats[{g}] ({', '.join(GROUP_STATS)}): switch {words}, "
+                             f"model {want}")
+        return lines

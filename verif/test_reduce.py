@@ -17,7 +17,7 @@ from ..models.inc_model import RGroup, result_receivers
 from ..models.reduction import DTYPE_NAMES, dtype_info
 from ..models import tlp_build as tb
 from .env import SwitchEnv, params_from_env, seed_from_env
-from .reduction import ARM_CYCLES, Reduction, operands, ops_of
+from .reduction import ARM_CYCLES, Reduction, operands, ops_of, ring_beats
 
 SCALE = int(os.environ.get("SMARTFABRIC_PACKETS", "1"))
 
@@ -31,10 +31,11 @@ async def _start(dut, timeout=0):
 
 
 async def _check_reduction_counters(env):
-    """Per-group and total engine counters over AXI4-Lite against the model, then every
-    port counter."""
+    """Per-group and total engine counters and every group's statistics window
+    (``rgroup_stats``: completed, aborted, NaN, infinity, saturation) over AXI4-Lite against
+    the model, then every port counter."""
     inc = env.model.inc
-    mismatches = []
+    mismatches = await Reduction(env).group_stats_mismatches()
     for g in range(env.params.n_rgroups):
         for name, want in (("completed", inc.completed[g]), ("aborted", inc.aborted[g])):
             got = await env.regs.read(f"rgroup[{g}].{name}")
@@ -54,14 +55,6 @@ def _combos(params):
     return [(d, op) for d in params.reduce_dtypes for op in ops_of(d)]
 
 
-def _ring(params, groups):
-    """Ring size per group when ``groups`` share the stage memories."""
-    beats = params.reduce_buffer_beats // groups
-    beats = 1 << (beats.bit_length() - 1)
-    assert beats >= params.reduce_min_group_beats, "stage memories too small for the groups"
-    return beats
-
-
 def _member_sets(rng, n, count):
     """``count`` random member masks: sizes 2..n (odd ones included), now and then 1."""
     masks = []
@@ -69,29 +62,6 @@ def _member_sets(rng, n, count):
         k = int(rng.integers(2, n + 1)) if rng.random() < 0.9 else 1
         masks.append(sum(1 << int(p) for p in rng.choice(n, size=k, replace=False)))
     return masks
-
-
-async def _run_rounds(env, red, groups, data):
-    """Every member sends its rounds: round r of every group before round r+1 of any, the
-    groups' writes interleaved at random on each port (docs/reduction-engine.md section 7).
-    ``groups``: {g: RGroup}; ``data``: {g: [round][(members, elements) raw bits]}."""
-    rng = env.rng
-    n_rounds = max(len(rounds) for rounds in data.values())
-    for r in range(n_rounds):
-        per_port = {p: [] for p in range(env.params.n_ports)}
-        for g, cfg in groups.items():
-            if r >= len(data[g]):
-                continue
-            rows = data[g][r]
-            for i, p in enumerate(cfg.member_ports()):
-                per_port[p].append(red.round_packets(p, g, cfg, rows[i].tobytes()))
-        for p, streams in per_port.items():
-            # merge the groups' packet lists in random order, each list kept in order
-            while streams:
-                k = rng.randrange(len(streams))
-                env.send_beats(p, streams[k].pop(0))
-                if not streams[k]:
-                    streams.pop(k)
 
 
 @cocotb.test()
@@ -109,7 +79,7 @@ async def reduce_random(dut):
     if SCALE > 0:
         combos = combos[:SCALE]
     per_batch = min(4, params.n_rgroups)
-    ring = _ring(params, per_batch)
+    ring = ring_beats(params, per_batch)
     lanes = params.data_width // 8
     env.ports.set_gap([rng.choice([0.0, 0.1, 0.3]) for _ in range(n)])
     env.ports.set_ready([rng.choice([1.0, 0.9, 0.6]) for _ in range(n)])
@@ -138,7 +108,7 @@ async def reduce_random(dut):
         for _ in range(2 * n):
             src = rng.randrange(n)
             env.send_beats(src, env.random_packet(src, rng.randrange(n)))
-        await _run_rounds(env, red, groups, data)
+        await red.run_rounds(groups, data)
         await env.drain()
         for g in groups:
             await red.disarm(g)
@@ -155,7 +125,7 @@ async def reduce_volume(dut):
     env, red, nrng = await _start(dut)
     params, rng, n = env.params, env.rng, env.params.n_ports
     total = max(SCALE, 1)
-    ring = _ring(params, 1)
+    ring = ring_beats(params, 1)
     env.ports.set_ready([0.95] * n)
     everyone = (1 << n) - 1
     for k, dtype in enumerate(params.reduce_dtypes):
@@ -169,7 +139,7 @@ async def reduce_volume(dut):
         for first in range(0, rounds, 16):      # 16 rounds at a time: bounded memory
             batch = [operands(nrng, dtype, n, per_round)
                      for _ in range(min(16, rounds - first))]
-            await _run_rounds(env, red, {g: cfg}, {g: batch})
+            await red.run_rounds({g: cfg}, {g: batch})
             await env.drain()
         await red.disarm(g)
         dut._log.info(f"{dtype}: {rounds * per_round} elements x {n} members reduced and "
@@ -185,7 +155,7 @@ async def reduce_bad_input(dut):
     in ``status.cause``. The group completes its rounds unharmed."""
     env, red, nrng = await _start(dut)
     params, rng, n = env.params, env.rng, env.params.n_ports
-    ring = _ring(params, 2)
+    ring = ring_beats(params, 2)
     dtype = "int32" if "int32" in params.reduce_dtypes else params.reduce_dtypes[0]
     esize = dtype_info(dtype).width // 8
     elements = ring * params.data_width // 8 // esize // 2
@@ -297,7 +267,7 @@ async def reduce_timeout(dut):
     timeout = 3000
     env, red, nrng = await _start(dut, timeout=timeout)
     params, n = env.params, env.params.n_ports
-    ring = _ring(params, 1)
+    ring = ring_beats(params, 1)
     members = list(range(min(n, 3)))
     mask = sum(1 << p for p in members)
     dtype = params.reduce_dtypes[-1]
@@ -363,7 +333,7 @@ async def reduce_file(dut):
     cfg = RGroup(members=(1 << m) - 1, elem_type=spec["dtype"], op=spec["op"],
                  saturate=spec["saturate"], collective=spec["collective"], root=0,
                  base=red.window(0), size=rows.shape[1] * rows.itemsize,
-                 buf_base=0, buf_beats=_ring(params, 1), result_offset=0x10_0000,
+                 buf_base=0, buf_beats=ring_beats(params, 1), result_offset=0x10_0000,
                  notify_offset=0x8_0000)
     await env.regs.write("inc_timeout", 0)
     await red.write_group(0, cfg)

@@ -3,8 +3,10 @@ bench itself drove and saw at the ports (not against RTL internals):
 
 * ``telemetry_counters``: latency histograms (zero load in the documented bucket; per egress,
   the total equals the packets the bench received there), link status (a disabled port, a
-  stuck egress, errors, the write-1-to-clear bits) and the reduction group statistics
-  (completed and aborted operations, as driven with ``verif/reduction.py``).
+  stuck egress, errors, the write-1-to-clear bits) and the reduction group statistics (all
+  five words of every group: completed and aborted operations, NaN, infinity and saturated
+  result elements, against the golden model's prediction for the rounds driven with
+  ``verif/reduction.py``).
 * ``telemetry_capture``: a filtered capture (the drops at one port) holds exactly the drops the
   bench sent there, dumped over AXI4-Lite and printed with ``verif/capture.py``; in TRIGGER
   mode a malformed packet freezes the ring with its header in it.
@@ -25,7 +27,7 @@ from ..models.formats import Collective, DropReason
 from ..models.reduction import dtype_info
 from .capture import decode_capture, format_capture_table, ring_order
 from .env import SwitchEnv, bad_packets, params_from_env, seed_from_env
-from .reduction import Reduction, operands
+from .reduction import Reduction, ring_beats, special_operands
 
 PACKETS = int(os.environ.get("SMARTFABRIC_PACKETS", "8"))
 N_BUCKETS = 16
@@ -142,46 +144,91 @@ async def _check_link_status(env):
     await env.set_port_enabled(disabled, True)
 
 
+def _statistics_plan(params, rng):
+    """One group per kind of result the statistics count, from the types the build has:
+    an E4M3 sum with saturate on (saturations, genuine 448s, NaNs), an E5M2 sum with the flag
+    at random (infinities in: saturations, or infinities), the widest other float type's sum
+    (overflow to infinities, NaNs), and a float maximum or an integer reduction."""
+    built = params.reduce_dtypes
+    floats = [d for d in ("fp32", "bf16", "fp16") if d in built]
+    plan = []
+    if "fp8_e4m3" in built:
+        plan.append(("fp8_e4m3", "sum", True))
+    if "fp8_e5m2" in built:
+        plan.append(("fp8_e5m2", "sum", rng.random() < 0.5))
+    if floats:
+        plan.append((floats[0], "sum", True))
+    plan.append((rng.choice(floats), "max", True) if floats and rng.random() < 0.5
+                else (rng.choice([d for d in built if not dtype_info(d).is_float] or built),
+                      "sum", True))
+    return plan[:params.n_rgroups]
+
+
 async def _check_group_statistics(env):
+    """The five words of every group's ``rgroup_stats`` against the model's prediction
+    (``IncModel.group_stats``: completed and aborted operations, NaN, infinity and saturated
+    result elements), after rounds whose results contain NaNs, infinities, saturated fp8
+    values and max-finite sums that are not saturations, over random collectives and member
+    sets, and an operation aborted by the timeout; then ``gstat_clear`` and one more round."""
     dut, params, n = env.dut, env.params, env.params.n_ports
-    red, nrng = Reduction(env), np.random.default_rng(env.seed)
+    red, nrng, rng = Reduction(env), np.random.default_rng(env.seed), env.rng
     timeout = 1000
     await env.regs.write("inc_timeout", timeout)
-    members = list(range(min(n, 3)))
-    mask = sum(1 << p for p in members)
-    dtype = params.reduce_dtypes[-1]
-    esize = dtype_info(dtype).width // 8
-    ring = 1 << (params.reduce_buffer_beats.bit_length() - 1)
-    elements = ring * params.data_width // 8 // esize // 2
-    g = 1 % params.n_rgroups
-    cfg = red.random_group(g, dtype, "max", mask, elements * esize, 0, ring,
-                           collective=Collective.ALLREDUCE)
-    await red.arm(g, cfg)
-    # Two complete operations...
-    for _ in range(2):
-        rows = operands(nrng, dtype, len(members), elements)
-        for i, p in enumerate(members):
-            for pkt in red.round_packets(p, g, cfg, rows[i].tobytes()):
-                env.send_beats(p, pkt)
-        await env.drain()
-    # ... then one with a member that never sends: the timeout aborts it.
-    rows = operands(nrng, dtype, len(members), elements)
+    plan = _statistics_plan(params, rng)
+    ring = ring_beats(params, len(plan))
+    lanes = params.data_width // 8
+    groups, data = {}, {}
+    for g, (dtype, op, saturate) in enumerate(plan):
+        esize = dtype_info(dtype).width // 8
+        k = rng.randint(2, n) if n > 2 else n
+        mask = sum(1 << p for p in rng.sample(range(n), k))
+        elements = ring * lanes // esize // rng.choice([1, 2])      # a round fits the ring
+        elements -= rng.randrange(4 // esize, lanes // esize + 1, max(1, 4 // esize))
+        cfg = red.random_group(g, dtype, op, mask, elements * esize, g * ring, ring)
+        cfg.saturate = saturate
+        await red.arm(g, cfg)
+        groups[g] = cfg
+        data[g] = [special_operands(nrng, dtype, k, elements) for _ in range(2)]
+        dut._log.info(f"group {g}: {dtype} {op} saturate={int(saturate)} "
+                      f"{Collective(cfg.collective).name} members {mask:#x}, {elements} "
+                      f"elements")
+    await red.run_rounds(groups, data)
+    await env.drain()
+    # an operation of group 0 with a member that never sends: the timeout aborts it (no
+    # result of it can have been produced)
+    cfg = groups[0]
+    members = cfg.member_ports()
+    rows = special_operands(nrng, cfg.dtype, len(members), cfg.size // (
+        dtype_info(cfg.dtype).width // 8))
     for i, p in enumerate(members[:-1]):
-        for pkt in red.round_packets(p, g, cfg, rows[i].tobytes()):
+        for pkt in red.round_packets(p, 0, cfg, rows[i].tobytes()):
             env.send_beats(p, pkt)
     await env.drain()
-    env.model.abort_rgroup(g)
+    env.model.abort_rgroup(0)
     await ClockCycles(dut.clk, timeout + 200)
     await env.drain()
-    driven = {"completed": 2, "aborted": 1}
-    assert (env.model.inc.completed[g], env.model.inc.aborted[g]) == (2, 1)
-    for group in range(params.n_rgroups):
-        words = [await env.regs.read(f"rgroup_stats[{group}][{k}]") for k in range(8)]
-        want = [driven.get(name, 0) if group == g else 0 for name in GROUP_STATS]
-        dut._log.info(f"rgroup_stats[{group}]: {words}")
-        assert words == want + [0] * (8 - len(GROUP_STATS)), (group, words, want)
+    inc = env.model.inc
+    assert [inc.completed[g] for g in groups] == [2] * len(groups) and inc.aborted[0] == 1
+    predicted = {g: inc.group_stats(g) for g in range(params.n_rgroups)}
+    dut._log.info(f"rgroup_stats predicted ({', '.join(GROUP_STATS)}): {predicted}")
+    for name in ("nan", "infinity", "saturation"):
+        k = GROUP_STATS.index(name)
+        assert any(stats[k] for stats in predicted.values()), f"no {name} event was driven"
+    mismatches = await red.group_stats_mismatches()
+    assert not mismatches, "\n".join(mismatches)
+    # clear: every word 0; counting goes on from there
     await env.regs.write("telemetry_ctrl", gstat_clear=1)
-    assert [await env.regs.read(f"rgroup_stats[{g}][{k}]") for k in range(2)] == [0, 0]
+    inc.clear_stats()
+    mismatches = await red.group_stats_mismatches()
+    assert not mismatches, "after gstat_clear:\n" + "\n".join(mismatches)
+    g = len(groups) - 1
+    await red.run_rounds({g: groups[g]}, {g: [special_operands(
+        nrng, groups[g].dtype, len(groups[g].member_ports()), data[g][0].shape[1])]})
+    await env.drain()
+    mismatches = await red.group_stats_mismatches()
+    assert not mismatches, "after gstat_clear and a round:\n" + "\n".join(mismatches)
+    for g in groups:
+        await red.disarm(g)
 
 
 @cocotb.test()
