@@ -29,6 +29,17 @@ N_BUCKETS = 16
 ZERO_LOAD_LATENCY = 4
 
 
+async def _drive_packet(ctx, dut, p, beats):
+    """Offer ``beats`` on ingress ``p`` back to back, each until the switch takes it."""
+    for beat in beats:
+        for name in ("data", "keep", "first", "last", "hdr", "pfx"):
+            ctx.set(getattr(dut, f"s{p}_{name}"), getattr(beat, name))
+        ctx.set(getattr(dut, f"s{p}_valid"), 1)
+        while not (await ctx.tick().sample(getattr(dut, f"s{p}_ready")))[2]:
+            pass
+    ctx.set(getattr(dut, f"s{p}_valid"), 0)
+
+
 def test_latency_histograms_match_port_timing(seed):
     params = SwitchParams(n_ports=3, data_width=64, n_windows=3, n_id_routes=3, voq_depth=4,
                           max_payload=128, n_rgroups=2, reduce_buffer_beats=64,
@@ -56,13 +67,7 @@ def test_latency_histograms_match_port_timing(seed):
             if not queues[p]:
                 await ctx.tick()
                 continue
-            for beat in queues[p].pop(0):
-                for name in ("data", "keep", "first", "last", "hdr", "pfx"):
-                    ctx.set(getattr(dut, f"s{p}_{name}"), getattr(beat, name))
-                ctx.set(getattr(dut, f"s{p}_valid"), 1)
-                while not (await ctx.tick().sample(getattr(dut, f"s{p}_ready")))[2]:
-                    pass
-            ctx.set(getattr(dut, f"s{p}_valid"), 0)
+            await _drive_packet(ctx, dut, p, queues[p].pop(0))
 
     async def receive(ctx, q):
         while True:
@@ -200,15 +205,6 @@ def test_group_statistics_window(seed):
             want[GROUP_STATS.index(name)] += int(flags.sum())
     received = [0] * n                                   # result beats per egress
 
-    async def send(ctx, p, beats):
-        for beat in beats:
-            for name in ("data", "keep", "first", "last", "hdr", "pfx"):
-                ctx.set(getattr(dut, f"s{p}_{name}"), getattr(beat, name))
-            ctx.set(getattr(dut, f"s{p}_valid"), 1)
-            while not (await ctx.tick().sample(getattr(dut, f"s{p}_ready")))[2]:
-                pass
-        ctx.set(getattr(dut, f"s{p}_valid"), 0)
-
     async def receive(ctx):
         for q in range(n):
             ctx.set(getattr(dut, f"m{q}_ready"), 1)
@@ -234,7 +230,7 @@ def test_group_statistics_window(seed):
             for p in range(n):
                 for off in range(0, group.size, 32):    # 32-byte writes
                     hdr = tb.mwr_hdr(group.base + off, 8, requester_id=(p + 1) << 8)
-                    await send(ctx, p, tb.packet_beats(hdr, pfx, rows[p, off:off + 32].tobytes(),
+                    await _drive_packet(ctx, dut, p, tb.packet_beats(hdr, pfx, rows[p, off:off + 32].tobytes(),
                                                        params.data_width))
             beats = (r + 1) * group.size // (params.data_width // 8)
             for _ in range(2000):                        # both members get the result
