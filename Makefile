@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/smartfabric demo --out build/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup tests
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=15 tests
 
 verilog: $(STAMP)
 	$(VENV)/bin/smartfabric generate -o build/smartfabric_switch.v
