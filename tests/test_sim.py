@@ -1,6 +1,7 @@
 """System tests: cocotb benches on the generated Verilog, on Verilator and on Icarus.
 
-Each (simulator, configuration) pair builds once (``sim_build/<sim>_<config>``) and runs its
+Each configuration is elaborated once (``sim_build/verilog_<config>``), each (simulator,
+configuration) pair builds once from it (``sim_build/<sim>_<config>``) and runs its
 tests in one xdist group. Seeds are printed by every test; rerun one with
 ``SMARTFABRIC_SEED=<seed> .venv/bin/pytest tests/test_sim.py -k '<test id>'``.
 """

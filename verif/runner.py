@@ -38,7 +38,13 @@ def build(params: SwitchParams, sim, build_root=None):
     setup_environment()
     build_root = Path(build_root or REPO / "sim_build")
     build_dir = build_root / f"{sim}_{config_tag(params)}"
-    source = write_verilog(params, build_dir / f"{TOP_NAME}.v", reuse=True)
+    # One elaboration per configuration, shared by both simulators' builds (a 16-port
+    # switch takes minutes); parallel workers wait for the one that writes it.
+    verilog_dir = build_root / f"verilog_{config_tag(params)}"
+    verilog_dir.mkdir(parents=True, exist_ok=True)
+    with open(verilog_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        source = write_verilog(params, verilog_dir / f"{TOP_NAME}.v", reuse=True)
     runner = _VerilatorTopPublic() if sim == "verilator" else get_runner(sim)
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".build.lock", "w") as lock:
