@@ -375,6 +375,15 @@ class IncModel:
         for name in ELEMENT_EVENTS:
             self.stats[name][g] += int(events[name].sum())
 
+    def _next_round(self, g: int, grp: _Group, cursor: list) -> None:
+        """A receiver's ``cursor`` reached the end of its share of its round: move it to the
+        next round; once every receiver has its share, the round is complete."""
+        r = cursor[0]
+        cursor[0], cursor[1] = r + 1, cursor[3]
+        if all(cur[0] > r for cur in grp.cursor.values()):
+            grp.completed += 1
+            self._count_round(g, grp, grp.rounds.pop(r))
+
     def group_stats(self, g: int) -> list[int]:
         """Words 0-4 of ``rgroup_stats[g]``: the statistics of GROUP_STATS, saturated at
         2^32 - 1 like the counters."""
@@ -396,7 +405,7 @@ class IncModel:
             c = grp.cursor.get(port)
             if c is None:
                 continue
-            r, off, end, start = c
+            r, off, end, _ = c
             expect = (window_base + grp.cfg.result_offset + off) & _MASK64
             if address != expect:
                 why.append(f"group {g} expects its next result at {expect:#x}")
@@ -425,12 +434,7 @@ class IncModel:
             off += nbytes
             c[1] = off
             if off == end:
-                c[0], c[1] = r + 1, start
-                if all(cur[0] > r for cur in grp.cursor.values()):
-                    # every receiver has its share of round r
-                    grp.completed += 1
-                    self._count_round(g, grp, rnd)
-                    del grp.rounds[r]
+                self._next_round(g, grp, c)
             return g, ""
         return None, "; ".join(why) or "no armed group sends results to this port"
 
@@ -451,9 +455,8 @@ class IncModel:
         for g, grp in list(self.groups.items()):
             c = grp.cursor.get(port)
             while c is not None and c[0] in grp.rounds:
-                r, off, end, start = c
-                rnd = grp.rounds[r]
-                avail = min(rnd.available(), end)
+                r, off, end, _ = c
+                avail = min(grp.rounds[r].available(), end)
                 if avail > off:
                     if avail - off > lanes or off // lanes != (avail - 1) // lanes:
                         raise ValueError(
@@ -463,12 +466,7 @@ class IncModel:
                     c[1] = off = avail
                 if off < end:
                     break
-                c[0], c[1] = r + 1, start
-                if all(cur[0] > r for cur in grp.cursor.values()):
-                    # the engine sent (and counted) the round; the core dropped a copy
-                    grp.completed += 1
-                    self._count_round(g, grp, rnd)
-                    del grp.rounds[r]
+                self._next_round(g, grp, c)    # the engine sent and counted all of it
         return packets
 
 

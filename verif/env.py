@@ -23,7 +23,8 @@ from ..models.formats import CplStatus, Fmt, Type
 from .regaccess import RegisterAccess
 from .streams import FabricPorts
 
-__all__ = ["SwitchEnv", "params_from_env", "seed_from_env", "AddressPlan", "bad_packets"]
+__all__ = ["SwitchEnv", "params_from_env", "seed_from_env", "drain_bound", "AddressPlan",
+           "bad_packets"]
 
 
 def params_from_env():
@@ -37,6 +38,13 @@ def seed_from_env(default=None):
     if os.environ.get("SMARTFABRIC_SEED"):
         return int(os.environ["SMARTFABRIC_SEED"])
     return default if default is not None else random.SystemRandom().randrange(1 << 31)
+
+
+def drain_bound(params):
+    """Cycles within which a switch with ready egresses must deliver everything it holds:
+    every VOQ of an egress full (N sources + the reduction engine, ``voq_depth`` beats each)
+    at one beat per cycle, plus the ingress pipelines and the engine's lanes."""
+    return (params.n_ports + 1) * params.voq_depth + 4 * params.max_beats + 200
 
 
 class AddressPlan:

@@ -6,7 +6,7 @@ Every packet, well-formed or not, goes through the golden model, which predicts 
 docs/protocol.md what each egress delivers and how every drop is counted; the scoreboard
 matches every delivered packet (exactly once, unmodified) and ``check_counters`` compares every
 per-reason counter. Each test ends by proving the switch drained and idle within a bound
-(:func:`drain_bound`) once the last beat has been offered.
+(:func:`.env.drain_bound`) once the last beat has been offered.
 
 Run through tests/test_sim.py.
 """
@@ -22,20 +22,13 @@ from ..models import tlp_build as tb
 from ..models.formats import HC_SET_PORTS, Collective, SfKind, Type, inc_prefix, sf_prefix
 from ..models.reduction import DTYPE_NAMES, OPS, dtype_info
 from ..models.switch_model import REASON_COUNTER
-from .env import SwitchEnv, params_from_env, seed_from_env
+from .env import SwitchEnv, drain_bound, params_from_env, seed_from_env
 from .multicast import Multicast, random_multicast_config
 from .reduction import Reduction, operands
 
 _M32 = 0xFFFF_FFFF
 #: Type codes the switch knows (every message routing), drawn most of the time.
 KNOWN_TYPES = [t for t in Type if t != Type.MSG] + [Type.MSG | r for r in range(8)]
-
-
-def drain_bound(params):
-    """Cycles within which a switch with ready egresses must deliver everything it holds:
-    every VOQ of an egress full (N sources + the reduction engine, ``voq_depth`` beats each)
-    at one beat per cycle, plus the ingress pipelines and the engine's lanes."""
-    return (params.n_ports + 1) * params.voq_depth + 4 * params.max_beats + 200
 
 
 async def settle(env, what):

@@ -17,7 +17,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..models.formats import Collective, DropReason, ParityTarget, SfKind, sf_prefix
 from ..models.reduction import dtype_info
-from .env import SwitchEnv, params_from_env, seed_from_env
+from .env import SwitchEnv, drain_bound, params_from_env, seed_from_env
 from .multicast import Multicast
 from .reduction import ARM_CYCLES, Reduction, operands
 
@@ -170,8 +170,8 @@ async def _hidden_results(env, red, nrng, t):
     await red.arm(g, cfg)
     before = env.model.parity_errors
     rounds = 3
+    esize = dtype_info(dtype).width // 8
     for _ in range(rounds):
-        esize = dtype_info(dtype).width // 8
         rows = operands(nrng, dtype, len(members), size // esize).astype(f"<u{esize}")
         for k, p in enumerate(members):
             env.send_beats(p, red.contribution(p, g, cfg, 0, rows[k].tobytes()))
@@ -182,7 +182,7 @@ async def _hidden_results(env, red, nrng, t):
     env.send_beats(hidden_sender, red.contribution(hidden_sender, 1, stray, 0, bytes(size)))
     # every result the engine sends goes out within the drain bound of an idle switch
     quiet, clk = 0, env.dut.clk
-    while quiet < (n + 1) * params.voq_depth + 4 * params.max_beats + 200:
+    while quiet < drain_bound(params):
         await RisingEdge(clk)
         quiet = quiet + 1 if env.ports.idle() else 0
     dropped = env.model.drop_hidden_results()
