@@ -144,21 +144,38 @@ class ReadWindow:
     Attributes
     ----------
     index : Signal(range(depth))
-        Flat word index into the window (row-major for an array of several dimensions:
-        ``latency_hist[q][k]`` is ``16 * q + k``), driven by the block.
+        Index into the window, driven by the block: for 32-bit registers the flat word index
+        (row-major for an array of several dimensions: ``latency_hist[q][k]`` is
+        ``16 * q + k``); for 64-bit registers the register's offset from the first one in
+        8-byte units (``port[q].<counter at offset c>`` is ``32 * q + c / 8`` when ports are
+        0x100 apart), so holes in the address map are indexes that are never read.
     en : Signal(1)
         High in the cycle the block presents ``index``, driven by the block.
-    data : Signal(32)
-        The word at ``index``, driven by the parent one cycle after ``index`` and ``en``.
+    data : Signal(width)
+        The register at ``index``, driven by the parent ``latency`` cycles after ``index``
+        and ``en``. For a 64-bit window, reading the low word returns ``data[:32]`` and puts
+        ``data[32:]`` in the block's snapshot, as for any 64-bit register.
     depth : int
-        Words in the window.
+        Registers in the window (indexes ``0 .. depth - 1``).
+    width : int
+        32 or 64.
+    latency : int
+        Cycles from ``en`` to ``data`` (1: a synchronous read port).
     """
 
-    def __init__(self, name, depth):
+    def __init__(self, name, depth, width=32, latency=1):
         self.depth = depth
+        self.width = width
+        self.latency = latency
         self.index = Signal(range(depth), name=f"{name}_index")
         self.en = Signal(name=f"{name}_en")
-        self.data = Signal(32, name=f"{name}_data")
+        self.data = Signal(width, name=f"{name}_data")
+
+    def index_of(self, registers, path):
+        """The index of the register at ``path`` (of ``registers``, the window's records)."""
+        by_path = {r.path: r for r in registers}
+        step = self.width // 8
+        return (by_path[path].address - registers[0].address) // step
 
 
 class RegisterBlock(wiring.Component):
@@ -202,7 +219,8 @@ class RegisterBlock(wiring.Component):
     and no register index; ``n - 1`` two-way multiplexers per bit for ``n`` readable words),
     cut into registered stages; "is this address mapped" is a reduced decision diagram over
     the address bits. Its size is set by the bits software can read (about one LUT4 per bit),
-    most of which, for 8 ports, are the 152 64-bit counters.
+    which is why the per-port counters are a read window onto a block-RAM counter bank
+    (``hdl.counters.CounterBank``) rather than ``hw_w`` inputs.
 
     Field access for the datapath
     -----------------------------
@@ -242,11 +260,13 @@ class RegisterBlock(wiring.Component):
         One-cycle strobe, high in the cycle a software write is made into that memory.
     ``read_windows[name]``
         RDL ``external`` arrays of ``sw=r, hw=w`` registers (e.g. ``"latency_hist"``,
-        ``"cap_entry"``): a :class:`ReadWindow` through which the parent answers reads
-        with the same timing as a memory read port: the block drives ``index`` (the flat word
-        index) and ``en`` one cycle before its last read stage, and takes ``data`` in the next
-        cycle (a synchronous read port, or a 1-cycle table read, fits). Writes are ignored
-        (OKAY, like any read-only register).
+        ``"cap_entry"``), or ``external`` arrays of register files of them (``"port"``, the
+        64-bit port counters): a :class:`ReadWindow` through which the parent answers reads
+        with the timing of a read port of latency *L* (``window_latency[name]``, default 1):
+        the block drives ``index`` and ``en`` *L* cycles before its last read stage, and takes
+        ``data`` *L* cycles later (a synchronous read port, or a 1-cycle table read, fits
+        *L* = 1). Writes are ignored (OKAY, like any read-only register).
+        :meth:`window_index` gives a register's index.
 
     Fields with ``sw=r, hw=na`` are constants (their reset value); fields with ``sw=rw, hw=na``
     (e.g. ``scratch``) are storage that only software sees.
@@ -263,6 +283,9 @@ class RegisterBlock(wiring.Component):
         ``N_GROUPS``, ``N_RGROUPS``, ``CAP_DEPTH`` (see :func:`models.regmap.compile_regmap`).
     parity_memories : iterable of str
         External register arrays stored with a parity bit (see ``memories`` above).
+    window_latency : dict of str to int, optional
+        Read latency of read windows (see ``read_windows`` above), 1 to 4 each; the read
+        multiplexer gets at least that many stages.
     rdl_path : str or Path, optional
         Register map source; ``smartfabric.rdl`` beside this module when omitted.
 
@@ -297,7 +320,7 @@ class RegisterBlock(wiring.Component):
     READ_MUX_RADIX = 16
 
     def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64,
-                 capture_depth=64, parity_memories=(), rdl_path=None):
+                 capture_depth=64, parity_memories=(), window_latency=None, rdl_path=None):
         if rdl_path is None:
             rdl_path = Path(__file__).resolve().parent / "smartfabric.rdl"
         self.n_ports = n_ports
@@ -322,10 +345,19 @@ class RegisterBlock(wiring.Component):
 
         aw, dw = self.ADDR_WIDTH, self.DATA_WIDTH
         word_bits = aw - 2
+        window_latency = dict(window_latency or {})
+        windows = {r.array_name for r in self.registers if r.read_window}
+        for name, latency in window_latency.items():
+            if name not in windows or not isinstance(latency, int) or not 1 <= latency <= 4:
+                self._MustUse__silence = True
+                raise ValueError(f"window_latency: {name!r}: {latency!r} (read windows: "
+                                 f"{sorted(windows)}; latency 1 to 4)")
         low_words = [r.address >> 2 for r in self.registers if not r.external]
-        high_halves = [r.address >> 2 for r in self.registers if r.width == 2 * dw]
+        high_halves = [r.address >> 2 for r in self.registers
+                       if r.width == 2 * dw and not r.external]
         self.read_stages = max(_mux_stages(low_words, word_bits, self.READ_MUX_RADIX),
-                               _mux_stages(high_halves, word_bits, self.READ_MUX_RADIX))
+                               _mux_stages(high_halves, word_bits, self.READ_MUX_RADIX),
+                               max(window_latency.values(), default=1) - 1)
         self.read_latency = 2 + self.read_stages
         super().__init__({
             "s_axil_awaddr": In(aw),
@@ -386,10 +418,14 @@ class RegisterBlock(wiring.Component):
         self.memory_written = {}
         self._data_width = {}
         for name, regs in self._external.items():
-            assert all(r.address == regs[0].address + 4 * k for k, r in enumerate(regs))
+            assert regs[0].read_window or \
+                all(r.address == regs[0].address + 4 * k for k, r in enumerate(regs))
             if regs[0].read_window:
-                assert all(r.read_window for r in regs)
-                self.read_windows[name] = ReadWindow(f"window_{_signal_name(name)}", len(regs))
+                assert all(r.read_window and r.width == regs[0].width for r in regs)
+                depth = (regs[-1].address - regs[0].address) // (regs[0].width // 8) + 1
+                self.read_windows[name] = ReadWindow(
+                    f"window_{_signal_name(name)}", depth, width=regs[0].width,
+                    latency=window_latency.get(name, 1))
                 continue
             width = max(f.lsb + f.width for f in regs[0].fields)
             self._data_width[name] = width
@@ -398,6 +434,11 @@ class RegisterBlock(wiring.Component):
                 width += 1
             self.memory_written[name] = Signal(name=f"memory_written_{name}")
             self.memories[name] = Memory(shape=width, depth=len(regs), init=[])
+
+    def window_index(self, path):
+        """The index of register ``path`` in its read window (``read_windows[name].index``)."""
+        name = next(r.array_name for r in self.registers if r.path == path)
+        return self.read_windows[name].index_of(self._external[name], path)
 
     def _field_value(self, f):
         if f.kind in (FieldKind.CONST, FieldKind.PULSE):
@@ -437,11 +478,16 @@ class RegisterBlock(wiring.Component):
             if reg.width == 2 * dw:
                 high_halves[word] = value[dw:]
                 high_words.add(word + 1)
+        # (external arrays: the low word of every register; a 64-bit window's high words
+        # read the snapshot like those of any 64-bit register)
         external_words = {name: [r.address >> 2 for r in regs]
                           for name, regs in self._external.items()}
         mapped = set(low_words) | high_words
-        for words in external_words.values():
+        for name, words in external_words.items():
             mapped |= set(words)
+            if name in self.read_windows and self.read_windows[name].width == 2 * dw:
+                high_words |= {w + 1 for w in words}
+                mapped |= {w + 1 for w in words}
 
         # ---- read path: AR -> address register -> pipelined read multiplexer -> R ----------
         # Each of the READ_STAGES stages multiplexes at most READ_MUX_RADIX inputs and
@@ -469,21 +515,28 @@ class RegisterBlock(wiring.Component):
         # External memories and read windows: the read is issued one cycle before the last
         # stage.
         external_data = {}
+        external_high = {}      # 64-bit windows: the high half, for the snapshot
         for name, words in external_words.items():
             if name in self.read_windows:
                 port = self.read_windows[name]
-                addr_of, en_of = port.index, port.en
+                addr_of, en_of, latency = port.index, port.en, port.latency
+                shift = port.width // dw - 1        # word offset -> register index
             else:
                 memory = self.memories[name]
                 m.submodules[f"memory_{name}"] = memory
                 port = memory.read_port()
-                addr_of, en_of = port.addr, port.en
-            if stages:
-                m.d.comb += [addr_of.eq(rd_addr[-2] - words[0]), en_of.eq(rd_pending[-2])]
+                addr_of, en_of, latency, shift = port.addr, port.en, 1, 0
+            # The read is issued `latency` cycles before the last stage.
+            if stages >= latency:
+                m.d.comb += [addr_of.eq((rd_addr[stages - latency] - words[0]) >> shift),
+                             en_of.eq(rd_pending[stages - latency])]
             else:
-                m.d.comb += [addr_of.eq(self.s_axil_araddr[2:] - words[0]),
+                assert stages == latency - 1
+                m.d.comb += [addr_of.eq((self.s_axil_araddr[2:] - words[0]) >> shift),
                              en_of.eq(self.s_axil_arvalid & ~rd_busy)]
-            external_data[name] = port.data[:self._data_width.get(name, len(port.data))]
+            external_data[name] = port.data[:self._data_width.get(name, dw)]
+            if len(port.data) == 2 * dw and name in self.read_windows:
+                external_high[name] = port.data[dw:]
 
         with m.If(rd_pending[-1]):
             m.d.sync += self.s_axil_rvalid.eq(1)
@@ -495,6 +548,8 @@ class RegisterBlock(wiring.Component):
                 with m.Elif(_address_set(addr, set(words))):
                     m.d.sync += [self.s_axil_rdata.eq(external_data[name]),
                                  self.s_axil_rresp.eq(_OKAY)]
+                    if name in external_high:
+                        m.d.sync += snapshot.eq(external_high[name])
             with m.Else():
                 m.d.sync += [self.s_axil_rdata.eq(low_mux), self.s_axil_rresp.eq(_OKAY)]
                 if high_halves:

@@ -9,6 +9,7 @@ from ..models.capture_format import CaptureKind, LINK_STATUS
 from ..models.reduction import ELEMENT_EVENTS
 from .params import SwitchParams
 from .core import SwitchCore
+from .counters import CounterBank
 from .ingress import STAMP_BITS
 from .reduce_engine import ReductionEngine
 from .regblock import RegisterBlock
@@ -95,7 +96,8 @@ class SmartfabricSwitch(wiring.Component):
                                   n_id_routes=params.n_id_routes, n_groups=params.n_groups,
                                   n_rgroups=params.n_rgroups,
                                   capture_depth=params.capture_depth,
-                                  parity_memories=("hc_group",))
+                                  parity_memories=("hc_group",),
+                                  window_latency={"port": CounterBank.READ_LATENCY})
         members = _port_members(params)
         for name, member in self.regs.signature.members.items():
             members[name] = member
@@ -271,7 +273,9 @@ class SmartfabricSwitch(wiring.Component):
             hw_w["params1.max_payload"].eq(p.max_payload),
         ]
 
-        # 64-bit counters.
+        # 64-bit port counters, in block RAM (the `port` read window).
+        window = regs.read_windows["port"]
+        port_counts = {}        # bank index -> its increment this cycle
         parity_events = []
         for q in range(n):
             lane = engine.lane_events[q]
@@ -284,9 +288,16 @@ class SmartfabricSwitch(wiring.Component):
                 increments.setdefault(name, []).append(lane.reject & (lane.reason == reason))
             parity_events += increments["drop_parity"]
             for name, events in increments.items():
-                count = Signal(64, name=f"port{q}_{name}")
-                m.d.sync += count.eq(count + sum(events))
-                m.d.comb += hw_w[f"port[{q}].{name}.count"].eq(count)
+                most = sum((1 << len(e)) - 1 for e in events)
+                inc = Signal(range(most + 1), name=f"port{q}_{name}_inc")
+                m.d.comb += inc.eq(sum(events))
+                port_counts[regs.window_index(f"port[{q}].{name}")] = inc
+        bank = m.submodules.port_counters = CounterBank(
+            [len(port_counts[k]) if k in port_counts else 0 for k in range(window.depth)])
+        for k, inc in port_counts.items():
+            m.d.comb += bank.inc[k].eq(inc)
+        m.d.comb += [bank.read_en.eq(window.en), bank.read_index.eq(window.index),
+                     window.data.eq(bank.read_data)]
         # Parity errors found: PARITY drops and rejections, scheduler snapshot errors and
         # engine copies dropped for a receiver-window parity error.
         parity_events += list(core.engine_parity_drops)

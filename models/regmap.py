@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from systemrdl import RDLCompiler, RDLCompileError
-from systemrdl.node import FieldNode, RegNode, RootNode
+from systemrdl.node import FieldNode, RegNode, RegfileNode, RootNode
 from systemrdl.rdltypes import AccessType, OnWriteType
 
 #: The register map source. ``models/`` and ``hdl/`` are sibling folders both in the work tree
@@ -130,22 +130,29 @@ class Register:
     external : bool
         RDL ``external``: the register is a word of an array the block does not hold in
         flip-flops. An array of ``sw=rw, hw=r`` registers is a memory of the block, indexed by
-        the array index; an array of ``sw=r, hw=w`` registers is a *read window*: reads go
-        through a 1-cycle read port the parent provides (:attr:`read_window`), writes are
-        ignored. A multi-dimensional array is one memory or window, indexed by the flat
-        (row-major) index.
+        the array index; an array of ``sw=r, hw=w`` registers (32 or 64 bits), or an
+        ``external`` array of register files holding only such registers, is a *read
+        window*: reads go through a read port the parent provides (:attr:`read_window`),
+        writes are ignored. A multi-dimensional array is one memory or window, indexed by the
+        flat (row-major) index.
+    external_root : str
+        (External registers) path of the external instance the register belongs to: the
+        register array itself, or the array of register files that holds it.
     """
     path: str
     address: int
     width: int
     fields: tuple
     external: bool = False
+    external_root: str = ""
 
     @property
     def array_name(self):
-        """Path of the array the register belongs to, without its trailing indexes
-        (``"hc_group[5]"`` -> ``"hc_group"``, ``"latency_hist[2][7]"`` -> ``"latency_hist"``)."""
-        return re.sub(r"(\[\d+\])+$", "", self.path)
+        """Name of the memory or window an external register belongs to: the path of its
+        external instance without indexes (``"hc_group[5]"`` -> ``"hc_group"``,
+        ``"latency_hist[2][7]"`` -> ``"latency_hist"``, ``"port[3].rx_beats"`` -> ``"port"``
+        when ``port`` is an external array of register files)."""
+        return re.sub(r"\[\d+\]", "", self.external_root or self.path)
 
     @property
     def read_window(self):
@@ -314,14 +321,19 @@ def register_table(root):
             raise ValueError(f"register {node.get_path()}: 64-bit registers may only hold "
                              f"fields software cannot write")
         external = bool(node.external)
-        memory_word = all(f.kind is FieldKind.HW_READ and not f.swmod for f in fields)
+        memory_word = all(f.kind is FieldKind.HW_READ and not f.swmod for f in fields) \
+            and width == DATA_WIDTH
         window_word = all(f.kind is FieldKind.HW_WRITE for f in fields)
-        if external and (width != DATA_WIDTH or not (memory_word or window_word)):
+        if external and not (memory_word or window_word):
             raise ValueError(f"register {node.get_path()}: an external register must be 32 bits "
                              f"of plain sw=rw, hw=r fields (a memory) or of sw=r, hw=w fields "
-                             f"(a read window)")
+                             f"(a read window, 32 or 64 bits)")
+        root = node
+        while external and isinstance(root.parent, RegfileNode) and root.parent.external:
+            root = root.parent
         registers.append(Register(path=node.get_rel_path(top), address=node.absolute_address,
                                   width=width, fields=tuple(sorted(fields, key=lambda f: f.lsb)),
-                                  external=external))
+                                  external=external,
+                                  external_root=root.get_rel_path(top) if external else ""))
     registers.sort(key=lambda r: r.address)
     return tuple(registers)

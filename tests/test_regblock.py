@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.sim import Simulator
 
 from smartfabric.hdl.regblock import RegisterBlock
@@ -29,9 +29,9 @@ def rng(request):
     return random.Random(seed)
 
 
-def make(**config):
+def make(window_latency=None, **config):
     config = {**SMALL, **config}
-    return RegisterBlock(**config), RegisterModel(**config)
+    return RegisterBlock(**config, window_latency=window_latency), RegisterModel(**config)
 
 
 def run(dut, testbench, name="regblock", monitors=()):
@@ -308,9 +308,9 @@ def test_hw_w_inputs_visible(rng, config):
 
 def test_64bit_read_is_atomic():
     dut, model = make()
-    counter = dut.hw_w["port[1].rx_bytes.count"]
-    other = dut.hw_w["port[0].tx_err.count"]
-    low = model.address("port[1].rx_bytes")
+    counter = dut.hw_w["hc_monitor[1].copies.count"]
+    other = dut.hw_w["parity_errors.count"]
+    low = model.address("hc_monitor[1].copies")
 
     async def tb(ctx):
         ctx.set(counter, 0x0000_0001_FFFF_FFFF)
@@ -318,9 +318,9 @@ def test_64bit_read_is_atomic():
         assert await axil_read(ctx, dut, low) == (0xFFFF_FFFF, OKAY)
         ctx.set(counter, 0x0000_0002_0000_0000)      # carries between the two reads
         assert await axil_read(ctx, dut, low + 4) == (0x0000_0001, OKAY)   # latched
-        assert await read_reg(ctx, dut, model, "port[1].rx_bytes") == 0x0000_0002_0000_0000
+        assert await read_reg(ctx, dut, model, "hc_monitor[1].copies") == 0x0000_0002_0000_0000
         # The snapshot is shared: the last low-word read decides what a high read returns.
-        await axil_read(ctx, dut, model.address("port[0].tx_err"))
+        await axil_read(ctx, dut, model.address("parity_errors"))
         assert await axil_read(ctx, dut, low + 4) == (0x7777_7777, OKAY)
         # Writes to 64-bit registers are ignored (OKAY), and do not disturb the snapshot.
         assert await axil_write(ctx, dut, low + 4, 0x1234_5678) == OKAY
@@ -461,44 +461,77 @@ def test_singlepulse_command_fields():
 
 
 class _WindowParent(Elaboratable):
-    """A register block whose read windows answer ``f(window, index)`` one cycle after the
-    index, from a register (like a table's synchronous read port)."""
+    """A register block whose read windows answer ``f(window, index)`` exactly
+    ``window.latency`` cycles after the index (a register per cycle of latency, like a
+    table's synchronous read port), and hold it; any other cycle the data is garbage."""
 
     def __init__(self, dut):
         self.dut = dut
 
     @staticmethod
-    def word(k, index):
-        return (0x5A000000 * (k + 1) + index * 0x10003) & 0xFFFF_FFFF
+    def word(k, index, width=32):
+        value = (0x5A000000 * (k + 1) + index * 0x10003) & 0xFFFF_FFFF
+        return value | (value ^ 0xC3C3_0000) << 32 if width == 64 else value
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = self.dut
         for k, window in enumerate(self.dut.read_windows.values()):
-            m.d.sync += window.data.eq(self.word(k, window.index))
+            value = Signal(window.width)
+            m.d.comb += value.eq(self.word(k, window.index, window.width))
+            for _ in range(window.latency - 1):
+                delayed = Signal(window.width)
+                m.d.sync += delayed.eq(value)
+                value = delayed
+            pending = [window.en]
+            for _ in range(window.latency):
+                nxt = Signal()
+                m.d.sync += nxt.eq(pending[-1])
+                pending.append(nxt)
+            held = Signal(window.width)
+            m.d.sync += held.eq(Mux(pending[-2], value, ~held))    # garbage unless due
+            m.d.comb += window.data.eq(held)
         return m
 
 
-def test_read_windows(rng):
-    """Read windows (latency_hist, rgroup_stats, cap_entry): every word reads what the parent
-    answers for its flat index, one cycle after the index; writes are ignored with OKAY."""
-    dut, model = make(n_rgroups=2, capture_depth=4)
+@pytest.mark.parametrize("port_latency", [1, 3, 4])
+def test_read_windows(rng, port_latency):
+    """Read windows (latency_hist, rgroup_stats, cap_entry, and the 64-bit port counters at
+    several latencies): every register reads what the parent answers for its index, taken
+    exactly the window's latency after the index; a 64-bit window's low-word read fills
+    the shared snapshot; writes are ignored with OKAY."""
+    dut, model = make(n_rgroups=2, capture_depth=4, window_latency={"port": port_latency})
+    assert dut.read_stages >= port_latency - 1
     parent = _WindowParent(dut)
     names = list(dut.read_windows)
-    assert names == ["latency_hist", "cap_entry", "rgroup_stats"]
+    assert names == ["port", "latency_hist", "cap_entry", "rgroup_stats"]
 
     async def tb(ctx):
         paths = [p for p in model.registers() if model.register(p).read_window]
-        assert len(paths) == 16 * 2 + 8 * 4 + 8 * 2
+        assert len(paths) == 31 * 2 + 16 * 2 + 8 * 4 + 8 * 2
         for path in rng.sample(paths, len(paths)):
             reg = model.register(path)
             k = names.index(reg.array_name)
-            first = model.address(f"{reg.array_name}[0][0]")
-            index = (reg.address - first) // 4
-            assert await read_reg(ctx, dut, model, path) == parent.word(k, index), path
+            if reg.width == 64:
+                first = model.address("port[0].rx_packets")
+                index = (reg.address - first) // 8
+            else:
+                first = model.address(f"{reg.array_name}[0][0]")
+                index = (reg.address - first) // 4
+            assert await read_reg(ctx, dut, model, path) == \
+                parent.word(k, index, reg.width), path
         assert await axil_write(ctx, dut, model.address("cap_entry[1][3]"), 0x1234,
                                 strb=0b0001) == OKAY
-        assert await read_reg(ctx, dut, model, "cap_entry[1][3]") == parent.word(1, 11)
+        assert await read_reg(ctx, dut, model, "cap_entry[1][3]") == parent.word(2, 11)
+        # The window's high half went to the block's one snapshot.
+        low = model.address("port[1].tx_bytes")
+        assert await axil_read(ctx, dut, low) == (parent.word(0, 32 + 6, 64) & 0xFFFF_FFFF,
+                                                  OKAY)
+        assert await axil_read(ctx, dut, model.address("parity_errors") + 4) == \
+            (parent.word(0, 32 + 6, 64) >> 32, OKAY)
+        # A word in a hole of the window's address range maps nothing.
+        assert await axil_read(ctx, dut, model.address("port[0].rx_packets") + 0xF8) == \
+            (0, SLVERR)
 
     sim = Simulator(parent)
     sim.add_clock(1e-6)
@@ -587,7 +620,8 @@ def test_default_config_elaborates_and_converts():
     for port in ("s_axil_awaddr", "s_axil_wstrb", "s_axil_bresp", "s_axil_rdata",
                  "s_axil_rready", "s_axil_arprot"):
         assert f"{port}" in text
-    assert len(dut.hw_w["port[7].tx_err.count"]) == 64
+    assert dut.read_windows["port"].width == 64
+    assert len(dut.hw_w["parity_errors.count"]) == 64
     assert dut.hw_r["window[15].ctrl.port"].init == 0
 
 

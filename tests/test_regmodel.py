@@ -67,12 +67,17 @@ def test_addresses_match_rdl_and_block(config):
             assert (f.path in block.swmod) == (f.kind is FieldKind.CLEAR_ON_WRITE
                                                or f.swmod), f.path
             assert (f.path in block.pulse) == (f.kind is FieldKind.PULSE), f.path
-    # External registers are one memory or read window per array, one word per entry.
+    # External registers are one memory or read window per array, one word per entry; the
+    # port counters one 64-bit window of 32 slots per port (0x100 bytes), 31 of them used.
     assert set(block.memories) == {"hc_group"}
     assert block.memories["hc_group"].depth == n_groups
     assert block.memories["hc_group"].shape == n_ports
     assert {name: w.depth for name, w in block.read_windows.items()} == {
-        "latency_hist": 16 * n_ports, "rgroup_stats": 8 * n_rgroups, "cap_entry": 8 * depth}
+        "latency_hist": 16 * n_ports, "rgroup_stats": 8 * n_rgroups, "cap_entry": 8 * depth,
+        "port": 32 * (n_ports - 1) + 31}
+    assert {name: w.width for name, w in block.read_windows.items()} == {
+        "latency_hist": 32, "rgroup_stats": 32, "cap_entry": 32, "port": 64}
+    assert block.window_index(f"port[{n_ports - 1}].drop_parity") == 32 * (n_ports - 1) + 30
 
 
 def test_known_addresses():
