@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/smartfabric demo --out build/demo
 
+# The simulator models are built first, on all jobs at once; then the tests share them out.
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup --durations=15 tests
+	$(PY) -m smartfabric.verif.prebuild --jobs $(JOBS)
+	$(PY) -m pytest -n $(JOBS) --dist load --durations=15 tests
 
 verilog: $(STAMP)
 	$(VENV)/bin/smartfabric generate -o build/smartfabric_switch.v
@@ -45,7 +47,8 @@ bench: $(STAMP)
 	$(VENV)/bin/smartfabric bench allreduce --ports 8 --data-width 64 --bytes 64K --json
 
 regress-long: $(STAMP)
-	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) --dist loadgroup tests
+	$(PY) -m smartfabric.verif.prebuild --jobs $(JOBS)
+	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) --dist load tests
 
 docs: $(STAMP)
 	$(PY) -m smartfabric.hdl.regdoc docs/registers.md

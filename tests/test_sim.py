@@ -1,8 +1,9 @@
 """System tests: cocotb benches on the generated Verilog, on Verilator and on Icarus.
 
-Each configuration is elaborated once (``sim_build/verilog_<config>``), each (simulator,
-configuration) pair builds once from it (``sim_build/<sim>_<config>``) and runs its
-tests in one xdist group. Seeds are printed by every test; rerun one with
+Each configuration is elaborated once (``sim_build/verilog_<config>``) and each (simulator,
+configuration) pair builds once from it (``sim_build/<sim>_<config>``); ``make test`` builds
+them all in parallel before pytest starts (verif/prebuild.py), so no worker waits for
+another's build. Seeds are printed by every test; rerun one with
 ``SMARTFABRIC_SEED=<seed> .venv/bin/pytest tests/test_sim.py -k '<test id>'``.
 """
 
@@ -12,24 +13,13 @@ import pytest
 
 from smartfabric.hdl.params import SwitchParams
 from smartfabric.verif.simenv import SIMULATORS, simulator_missing
-from smartfabric.models.reduction import DTYPE_NAMES
-from smartfabric.verif.runner import run_test, config_tag
+from smartfabric.verif.runner import run_test
+from smartfabric.verif.prebuild import SYSTEM_CONFIGS, TEST_ENGINE
 
 LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
 
-# 4, 8 and 16 ports; the default 8 x 256 configuration runs in `make demo`.
-# Four reduction groups and 256-beat stage memories keep the engine small. The 4- and 8-port
-# configurations build every element type; the 16-port one leaves out fp32 and bf16, whose
-# 16-input exact accumulators (283 and 267 bits per element) would take 6.5 minutes of
-# Amaranth elaboration and 44 MB of Verilog, longer than the rest of its tests together.
-_ENGINE = dict(n_rgroups=4, reduce_buffer_beats=256)
-_NARROW_DTYPES = tuple(d for d in DTYPE_NAMES if d not in ("fp32", "bf16"))
-CONFIGS = [
-    SwitchParams(n_ports=4, data_width=128, max_payload=512, **_ENGINE),
-    SwitchParams(n_ports=8, data_width=64, max_payload=256, **_ENGINE),
-    SwitchParams(n_ports=16, data_width=64, max_payload=128, voq_depth=4,
-                 reduce_dtypes=_NARROW_DTYPES, **_ENGINE),
-]
+# 4, 8 and 16 ports (verif/prebuild.py, where `make test` builds them before pytest starts).
+CONFIGS = SYSTEM_CONFIGS
 
 SWITCH = "smartfabric.verif.test_switch"
 HYPERCAST = "smartfabric.verif.test_hypercast"
@@ -90,7 +80,7 @@ FAULT_TESTS = [
 
 # make regress-long: 10 million elements per element type through a 4 x 512 build (a quarter
 # of the cycles of 4 x 128 per element; the bench's per-cycle Python is what takes the time).
-LONG_VOLUME = [(SwitchParams(n_ports=4, data_width=512, max_payload=512, **_ENGINE),
+LONG_VOLUME = [(SwitchParams(n_ports=4, data_width=512, max_payload=512, **TEST_ENGINE),
                 REDUCE, "reduce_volume", 10_000_000)]
 
 
@@ -99,13 +89,11 @@ def _cases():
         for params, module, test, count in LONG_VOLUME:
             yield pytest.param("verilator", params, module, test, count,
                                id=f"verilator-n{params.n_ports}w{params.data_width}-{test}-long",
-                               marks=[pytest.mark.sim, pytest.mark.xdist_group(
-                                   name=f"verilator_{config_tag(params)}")])
+                               marks=pytest.mark.sim)
     for sim in SIMULATORS:
         for k, params in enumerate(CONFIGS):
             extra = {0: VOLUME_TESTS, 1: FAULT_TESTS}.get(k, [])
             for module, test, packets in TESTS + extra:
-                group = f"{sim}_{config_tag(params)}"
                 count = packets[sim]
                 if isinstance(count, dict):
                     count = count[params.n_ports]
@@ -113,7 +101,7 @@ def _cases():
                     continue
                 yield pytest.param(sim, params, module, test, count,
                                    id=f"{sim}-n{params.n_ports}w{params.data_width}-{test}",
-                                   marks=[pytest.mark.sim, pytest.mark.xdist_group(name=group)])
+                                   marks=pytest.mark.sim)
 
 
 @pytest.mark.parametrize("sim,params,module,test,packets", list(_cases()))

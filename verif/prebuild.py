@@ -1,0 +1,107 @@
+"""Build the simulator models of the system tests before pytest starts, in parallel.
+
+``make test`` runs this first (``python -m smartfabric.verif.prebuild --jobs 2``): every
+(simulator, configuration) pair of ``tests/test_sim.py`` (:data:`SYSTEM_CONFIGS`) is
+elaborated and built once, on all the jobs, so no test worker later sits waiting for another
+worker's build (a 16-port Verilator model takes minutes). The runner reuses a build that is up
+to date, so running this twice, or a test after it, builds nothing again. A simulator that is
+not installed is skipped with its reason, as the tests themselves skip.
+"""
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from ..hdl.params import SwitchParams
+from ..models.reduction import DTYPE_NAMES
+from .simenv import SIMULATORS, simulator_missing
+
+__all__ = ["SYSTEM_CONFIGS", "TEST_ENGINE", "prebuild", "main"]
+
+# 4, 8 and 16 ports; the default 8 x 256 configuration runs in `make demo`.
+# Four reduction groups and 256-beat stage memories keep the engine small. The 4- and 8-port
+# configurations build every element type; the 16-port one leaves out fp32 and bf16, whose
+# 16-input exact accumulators (283 and 267 bits per element) would take 6.5 minutes of
+# Amaranth elaboration and 44 MB of Verilog, longer than the rest of its tests together.
+#: The small reduction engine of every test configuration.
+TEST_ENGINE = dict(n_rgroups=4, reduce_buffer_beats=256)
+_NARROW_DTYPES = tuple(d for d in DTYPE_NAMES if d not in ("fp32", "bf16"))
+#: The configurations the system tests (tests/test_sim.py) run on.
+SYSTEM_CONFIGS = [
+    SwitchParams(n_ports=4, data_width=128, max_payload=512, **TEST_ENGINE),
+    SwitchParams(n_ports=8, data_width=64, max_payload=256, **TEST_ENGINE),
+    SwitchParams(n_ports=16, data_width=64, max_payload=128, voq_depth=4,
+                 reduce_dtypes=_NARROW_DTYPES, **TEST_ENGINE),
+]
+
+
+def _build(params, sim):
+    """Build one model, its tools' output in ``sim_build/prebuild_<sim>_<config>.log``.
+    Returns ``(ok, line)``."""
+    from .runner import REPO, build, config_tag
+    log = REPO / "sim_build" / f"prebuild_{sim}_{config_tag(params)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "w") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            build(params, sim)
+            ok = True
+        except Exception as e:     # reported with its log; the tests would hit it again
+            os.write(1, f"{type(e).__name__}: {e}\n".encode())
+            ok = False
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+    took = f"{time.monotonic() - start:.0f} s"
+    return ok, f"{sim} {config_tag(params)}: {took}" if ok else \
+        f"{sim} {config_tag(params)}: FAILED after {took} (log: {log})"
+
+
+def prebuild(configs=SYSTEM_CONFIGS, simulators=SIMULATORS, jobs=2):
+    """Build every (simulator, configuration) pair on ``jobs`` processes, the largest
+    configurations first. Returns ``(ok, lines)``: whether every build succeeded, and one
+    line per build or skipped simulator."""
+    results, tasks = [], []
+    for sim in simulators:
+        reason = simulator_missing(sim)
+        if reason:
+            results.append((True, f"{sim}: skipped ({reason})"))
+            continue
+        tasks += [(params, sim) for params in configs]
+    # Verilator's C++ builds are the long ones; big configurations first.
+    tasks.sort(key=lambda t: (t[1] != "verilator", -t[0].n_ports * t[0].data_width))
+    if tasks:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            results += pool.map(_build, *zip(*tasks))
+    return all(ok for ok, _ in results), [line for _, line in results]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv=None):
+    parser = _Parser(prog="smartfabric.verif.prebuild", description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=2, help="parallel builds (default 2)")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
+    start = time.monotonic()
+    ok, lines = prebuild(jobs=args.jobs)
+    for line in lines:
+        print(f"prebuild: {line}", flush=True)
+    print(f"prebuild: {'done' if ok else 'FAILED'} in {time.monotonic() - start:.0f} s",
+          flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
