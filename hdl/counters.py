@@ -1,6 +1,6 @@
 """A bank of 64-bit event counters kept in block RAM."""
 
-from amaranth.hdl import Module, Signal, Mux, Array
+from amaranth.hdl import Module, Signal, Const, Mux, Array
 from amaranth.lib import wiring, data
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -13,19 +13,21 @@ class CounterBank(wiring.Component):
 
     A register file of 64-bit counters costs each counter 64 flip-flops, a 64-bit adder and
     its share of a wide read multiplexer; on an FPGA that is about 130 LUT4 sites per
-    counter. Here the 64-bit totals live in a memory (``depth`` x 64, block RAM) and each
-    counter has only a narrow flip-flop *pre-counter* that adds its increments. A flusher
-    visits the counters in turn, one per cycle: it reads the total, adds the pre-counter
-    and writes the total back, while the pre-counter restarts from the increment of that
-    cycle. A software read takes the flusher's slot in the cycle it is made, so it returns
-    an exact total with a fixed latency.
+    counter. Here the 64-bit totals live in a memory (``depth`` entries of the total and a
+    pre-counter value, block RAM) and each
+    counter has only a narrow flip-flop *pre-counter* that adds its increments and wraps. A
+    flusher visits the counters in turn, one per cycle: it reads the total and the
+    pre-counter's value at the previous visit, adds what the pre-counter gathered since
+    (the difference, modulo its width) and writes both back. A software read takes the
+    flusher's slot in the cycle it is made, so it returns an exact total with a fixed
+    latency.
 
     Parameters
     ----------
     increment_widths : sequence of int
         Width of each counter's per-cycle increment (>= 1; an entry of 0 is a hole: an index
         that never counts and always reads 0). The pre-counter of counter *k* is as wide as the
-        most it can gather between two visits of the flusher.
+        most it can gather between two visits of the flusher (:meth:`pre_counter_width`).
 
     Members
     -------
@@ -45,7 +47,7 @@ class CounterBank(wiring.Component):
     Reset clears every counter (valid bits in flip-flops: the memory needs no sweep).
     """
 
-    #: Cycles from ``read_en`` to ``read_data``: the memory read, a register, the add.
+    #: Cycles from ``read_en`` to ``read_data``: the memory read, its register, the add.
     READ_LATENCY = 3
     #: Bits of every total.
     COUNT_WIDTH = 64
@@ -68,22 +70,34 @@ class CounterBank(wiring.Component):
 
     def pre_counter_width(self, k):
         """Bits of counter ``k``'s pre-counter. A counter is visited at least once every
-        ``2 * depth`` cycles (every other cycle may be a read, which takes the slot), and
-        gathers at most ``2 * depth + 1`` increments of at most ``2^w - 1`` each."""
+        ``2 * depth`` cycles (every other cycle may be a read, which takes the slot); a visit
+        adds the increments since the last visit whose write it can read back, at most 2
+        cycles older, so at most ``2 * depth + 3`` increments of at most ``2^w - 1`` each,
+        which must stay below ``2^bits`` for the difference to be exact."""
         w = self.increment_widths[k]
-        return (((1 << w) - 1) * (2 * self.depth + 1)).bit_length() if w else 0
+        return (((1 << w) - 1) * (2 * self.depth + 3)).bit_length() if w else 0
 
     def elaborate(self, platform):
         m = Module()
-        depth, width = self.depth, self.COUNT_WIDTH
-        m.submodules.memory = memory = Memory(shape=width, depth=depth, init=[])
+        depth = self.depth
+        widths = [self.pre_counter_width(k) for k in range(depth)]
+        pre_width = max(max(widths), 1)
+        # A memory entry: the total as of the last visit, and the pre-counter's value then.
+        entry = data.StructLayout({"total": self.COUNT_WIDTH, "seen": pre_width})
+        m.submodules.memory = memory = Memory(shape=entry, depth=depth, init=[])
         rd = memory.read_port(domain="sync")
         wr = memory.write_port()
 
-        pre = [Signal(max(self.pre_counter_width(k), 1), name=f"pre{k}") for k in range(depth)]
-        valid = Signal(depth)       # bit k: the memory holds counter k's total since reset
+        # Pre-counters run free (they wrap): a visit adds what they gathered since the last
+        # one, (now - seen) mod 2^width, so they need no clear multiplexer.
+        pre = [Signal(max(w, 1), name=f"pre{k}") for k, w in enumerate(widths)]
+        for k, count in enumerate(pre):
+            if widths[k]:
+                m.d.sync += count.eq(count + self.inc[k][:self.increment_widths[k]])
+        masks = Array(Const((1 << w) - 1, pre_width) for w in widths)
+        valid = Signal(depth)       # bit k: the memory holds counter k's entry since reset
 
-        # ---- stage 0: choose the slot, read its total, hand over its pre-counter ----
+        # ---- stage 0: choose the slot, read its entry, take its pre-counter ----
         turn = Signal(range(depth))     # the flusher's next counter
         slot = Signal(range(depth))
         reading = Signal()
@@ -92,42 +106,37 @@ class CounterBank(wiring.Component):
         with m.If(~reading):
             m.d.sync += turn.eq(Mux(turn == depth - 1, 0, turn + 1))
         m.d.comb += [rd.addr.eq(slot), rd.en.eq(1)]
-        for k, count in enumerate(pre):
-            w = self.increment_widths[k]
-            inc = self.inc[k][:w] if w else 0
-            m.d.sync += count.eq(Mux(slot == k, 0, count) + inc)
-        pre_width = max(len(s) for s in pre)
         s1_idx = Signal(range(depth))
-        s1_pre = Signal(pre_width)
+        s1_now = Signal(pre_width)
+        s1_mask = Signal(pre_width)
         s1_read = Signal()
-        m.d.sync += [s1_idx.eq(slot), s1_pre.eq(Array(pre)[slot]), s1_read.eq(reading)]
+        m.d.sync += [s1_idx.eq(slot), s1_now.eq(Array(pre)[slot]), s1_mask.eq(masks[slot]),
+                     s1_read.eq(reading)]
 
-        # ---- stage 1: the total read (or forwarded: a write of the last two cycles to the
-        # same counter has not reached the memory's read yet), registered ----
+        # ---- stage 1: the entry read, registered. A write of the last two cycles to the same
+        # counter has not reached this read; the entry read is then an older visit's, which
+        # is as good: the difference from its `seen` covers the longer span (the
+        # pre-counter width allows for it). So nothing is forwarded. A counter's valid bit
+        # is set only once its first write can be read back. ----
         s2_idx = Signal(range(depth))
-        s2_pre = Signal(pre_width)
+        s2_now = Signal(pre_width)
+        s2_mask = Signal(pre_width)
         s2_read = Signal()
-        s2_total = Signal(width)
-        s2_sum = Signal(width)
-        last_idx = Signal(range(depth))     # the write made in the cycle before
-        last_sum = Signal(width)
-        last_valid = Signal()
-        base = Signal(width)
-        # Stage 2 writes in every cycle (there is always a slot), so its index is always live.
-        with m.If(s2_idx == s1_idx):
-            m.d.comb += base.eq(s2_sum)
-        with m.Elif(last_valid & (last_idx == s1_idx)):
-            m.d.comb += base.eq(last_sum)
-        with m.Elif(valid.bit_select(s1_idx, 1)):
-            m.d.comb += base.eq(rd.data)
-        m.d.sync += [s2_idx.eq(s1_idx), s2_pre.eq(s1_pre), s2_read.eq(s1_read),
-                     s2_total.eq(base)]
+        s2_old = Signal(entry)
+        s2_new = Signal(entry)
+        m.d.sync += [s2_idx.eq(s1_idx), s2_now.eq(s1_now), s2_mask.eq(s1_mask),
+                     s2_read.eq(s1_read),
+                     s2_old.eq(Mux(valid.bit_select(s1_idx, 1), rd.data, 0))]
 
-        # ---- stage 2: add, write back ----
-        m.d.comb += [s2_sum.eq(s2_total + s2_pre),
-                     wr.addr.eq(s2_idx), wr.data.eq(s2_sum), wr.en.eq(1)]
-        m.d.sync += [last_idx.eq(s2_idx), last_sum.eq(s2_sum), last_valid.eq(1),
-                     valid.eq(valid | (1 << s2_idx))]
+        # ---- stage 2: add what the pre-counter gathered, write back ----
+        m.d.comb += [s2_new.total.eq(s2_old.total + ((s2_now - s2_old.seen) & s2_mask)),
+                     s2_new.seen.eq(s2_now),
+                     wr.addr.eq(s2_idx), wr.data.eq(s2_new), wr.en.eq(1)]
+        written = Signal(range(depth))      # the write of the cycle before: readable now
+        written_valid = Signal()
+        m.d.sync += [written.eq(s2_idx), written_valid.eq(1)]
+        with m.If(written_valid):
+            m.d.sync += valid.eq(valid | (1 << written))
         with m.If(s2_read):
-            m.d.sync += self.read_data.eq(s2_sum)
+            m.d.sync += self.read_data.eq(s2_new.total)
         return m

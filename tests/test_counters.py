@@ -93,18 +93,38 @@ def test_back_to_back_reads_of_one_counter(seed):
     _check(reads)
 
 
-def test_saturated_increments_with_reads_every_other_cycle():
+def test_saturated_increments_with_reads_every_other_cycle(seed):
     """The worst case for the pre-counters: every counter adds its largest increment in every
-    cycle while reads take every other slot, so each counter waits the longest between two
-    visits. Reads that return the right totals mean no pre-counter wrapped. Totals pass
-    2^32, so the carry into the high word is exercised too."""
-    widths = [8, 1, 16, 5]
+    cycle while reads take every other slot, so the flusher visits each counter only every
+    2 * depth cycles, and a read lands 1 or 2 cycles after a visit to the same counter
+    (it cannot see that visit's write yet, so it adds over the longer span). Every counter
+    is read, mostly counter 3. Right totals mean no pre-counter wrapped twice between the
+    visits a total is built from. Totals pass 2^32: the carry into the high word too."""
+    rng = random.Random(seed)
+    widths = [8, 1, 32, 5]
     top = [(1 << w) - 1 for w in widths]
-    reads = _run_bank(widths, 1200, lambda c, k: top[k],
-                      lambda c, last: 3 if c - last >= 2 else None)
+    reads = _run_bank(widths, 3000, lambda c, k: top[k],
+                      lambda c, last: (3 if rng.random() < 0.6 else rng.randrange(3))
+                      if c - last >= 2 else None)
     _check(reads)
+    assert {k for _, k, _, _ in reads} == {0, 1, 2, 3}
+    assert max(want for _, k, want, _ in reads if k == 2) > 1 << 32
     dut = CounterBank(widths)
-    assert dut.pre_counter_width(2) > 16
+    assert dut.pre_counter_width(2) > 32
+
+
+def test_first_visits_after_reset_ignore_stale_memory():
+    """After a reset the memory still holds the old totals. A counter's first visit writes
+    its entry two cycles later; a read of it in between, or right after (counter 0 read 2
+    cycles after the flusher's visit, counter 2 likewise), must not take the stale entry."""
+    widths = [4, 4, 4, 4, 4]
+    schedule = {103: 0, 106: 2, 110: 1}
+    reads = _run_bank(widths, 130, lambda c, k: 15,
+                      lambda c, last: schedule.get(c) if c > 100 else (c // 3) % 5
+                      if c % 3 == 0 else None,
+                      reset_at=(100,))
+    _check(reads)
+    assert [(c, k) for c, k, *_ in reads if c > 100] == [(103, 0), (106, 2), (110, 1)]
 
 
 def test_reads_right_after_reset_see_zero():
