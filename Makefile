@@ -21,7 +21,7 @@ demo: $(STAMP)
 # The simulator models are built first, on all jobs at once; then the tests share them out.
 test: $(STAMP)
 	$(PY) -m smartfabric.verif.prebuild --jobs $(JOBS)
-	$(PY) -m pytest -n $(JOBS) --dist worksteal --durations=15 tests
+	$(PY) -m pytest -n $(JOBS) --dist load --maxschedchunk 1 --durations=15 tests
 
 verilog: $(STAMP)
 	$(VENV)/bin/smartfabric generate -o build/smartfabric_switch.v
@@ -48,7 +48,7 @@ bench: $(STAMP)
 
 regress-long: $(STAMP)
 	$(PY) -m smartfabric.verif.prebuild --jobs $(JOBS)
-	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) --dist worksteal tests
+	SMARTFABRIC_LONG=1 $(PY) -m pytest -n $(JOBS) --dist load --maxschedchunk 1 tests
 
 docs: $(STAMP)
 	$(PY) -m smartfabric.hdl.regdoc docs/registers.md

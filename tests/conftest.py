@@ -17,8 +17,13 @@ def seed(request):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The simulator tests (marker ``sim``, seconds to minutes each) first, in their own
-    order, then the rest: with ``--dist worksteal`` the short block and model tests fill
-    the gaps at the end, so both workers finish together instead of one running the last
-    long simulation alone."""
-    items.sort(key=lambda item: item.get_closest_marker("sim") is None)
+    """Longest first, so that the two workers of ``make test`` (``--dist load
+    --maxschedchunk 1``: each takes the next test when it finishes one) end together: the
+    simulator tests (marker ``sim``) before the rest, Icarus (about 10x slower) before
+    Verilator, each group in its own order; the short block and model tests fill the end."""
+    def key(item):
+        if item.get_closest_marker("sim") is None:
+            return 2
+        callspec = getattr(item, "callspec", None)
+        return 0 if callspec is not None and callspec.params.get("sim") == "icarus" else 1
+    items.sort(key=key)
