@@ -191,8 +191,8 @@ class RegisterBlock(wiring.Component):
       ``arvalid & arready`` handshake: one cycle to register the address, then
       :attr:`read_stages` registered stages of the read multiplexer and a last stage that
       also decodes the address and registers ``rdata``/``rresp``; each stage chooses among at
-      most :attr:`READ_MUX_RADIX` inputs. For the default configuration (8 ports) that is 4 cycles;
-      2 ports with 2 windows and 2 ID routes, 3. ``rvalid``/``rdata``/``rresp`` then hold
+      most :attr:`READ_MUX_RADIX` inputs, and there are at least *L* - 1 stages for a read
+      window of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages). ``rvalid``/``rdata``/``rresp`` then hold
       until ``rready``; ``arready`` is low from the AR handshake until the R handshake, so one
       read is outstanding at a time. Hardware values are sampled on the cycle of the first
       multiplexer stage.
