@@ -192,8 +192,8 @@ class RegisterBlock(wiring.Component):
       :attr:`read_stages` registered stages of the read multiplexer and a last stage that
       also decodes the address and registers ``rdata``/``rresp``; each stage chooses among at
       most :attr:`READ_MUX_RADIX` inputs, and there are at least *L* - 1 stages for a read
-      window of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages). ``rvalid``/``rdata``/``rresp`` then hold
-      until ``rready``; ``arready`` is low from the AR handshake until the R handshake, so one
+      window of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages).
+      ``rvalid``/``rdata``/``rresp`` then hold until ``rready``; ``arready`` is low from the AR handshake until the R handshake, so one
       read is outstanding at a time. Hardware values are sampled on the cycle of the first
       multiplexer stage.
     * **Write latency**: AW and W are accepted independently, in either order or together
