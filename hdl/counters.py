@@ -31,7 +31,7 @@ class CounterBank(wiring.Component):
 
     Members
     -------
-    inc : In(data.ArrayLayout(max(increment_widths), depth))
+    inc : In(max(increment_widths)).array(depth)
         ``inc[k]`` is added to counter *k* in every cycle; only its low
         ``increment_widths[k]`` bits are used.
     read_en : In(1)
@@ -62,7 +62,9 @@ class CounterBank(wiring.Component):
         self.increment_widths = widths
         self.depth = len(widths)
         super().__init__({
-            "inc": In(data.ArrayLayout(max(max(widths), 1), self.depth)),
+            # One port per counter, not one wide array: an event simulator (Icarus) then
+            # re-evaluates only the pre-counters whose increment changed.
+            "inc": In(max(max(widths), 1)).array(self.depth),
             "read_en": In(1),
             "read_index": In(range(self.depth)),
             "read_data": Out(self.COUNT_WIDTH),
