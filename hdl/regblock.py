@@ -156,26 +156,28 @@ class ReadWindow:
         and ``en``. For a 64-bit window, reading the low word returns ``data[:32]`` and puts
         ``data[32:]`` in the block's snapshot, as for any 64-bit register.
     depth : int
-        Registers in the window (indexes ``0 .. depth - 1``).
+        Registers in the window (indexes ``0 .. depth - 1``: the first register to the one
+        at the constructor's ``last_address``).
     width : int
         32 or 64.
     latency : int
         Cycles from ``en`` to ``data`` (1: a synchronous read port).
+    base_address : int
+        Byte address of the window's first register (index 0).
     """
 
-    def __init__(self, name, depth, width=32, latency=1):
-        self.depth = depth
+    def __init__(self, name, base_address, last_address, width=32, latency=1):
         self.width = width
         self.latency = latency
+        self.base_address = base_address
+        self.depth = depth = self.index_of(last_address) + 1
         self.index = Signal(range(depth), name=f"{name}_index")
         self.en = Signal(name=f"{name}_en")
         self.data = Signal(width, name=f"{name}_data")
 
-    def index_of(self, registers, path):
-        """The index of the register at ``path`` (of ``registers``, the window's records)."""
-        by_path = {r.path: r for r in registers}
-        step = self.width // 8
-        return (by_path[path].address - registers[0].address) // step
+    def index_of(self, address):
+        """The index of the window's register at byte ``address``."""
+        return (address - self.base_address) // (self.width // 8)
 
 
 class RegisterBlock(wiring.Component):
@@ -193,8 +195,8 @@ class RegisterBlock(wiring.Component):
       also decodes the address and registers ``rdata``/``rresp``; each stage chooses among at
       most :attr:`READ_MUX_RADIX` inputs, and there are at least *L* - 1 stages for a read
       window of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages).
-      ``rvalid``/``rdata``/``rresp`` then hold until ``rready``; ``arready`` is low from the AR handshake until the R handshake, so one
-      read is outstanding at a time. Hardware values are sampled on the cycle of the first
+      ``rvalid``/``rdata``/``rresp`` then hold until ``rready``; ``arready`` is low from the
+      AR handshake until the R handshake, so one read is outstanding at a time. Hardware values are sampled on the cycle of the first
       multiplexer stage.
     * **Write latency**: AW and W are accepted independently, in either order or together
       (``awready``/``wready`` are high while the block holds no address/data). The write takes
@@ -422,10 +424,9 @@ class RegisterBlock(wiring.Component):
                 all(r.address == regs[0].address + 4 * k for k, r in enumerate(regs))
             if regs[0].read_window:
                 assert all(r.read_window and r.width == regs[0].width for r in regs)
-                depth = (regs[-1].address - regs[0].address) // (regs[0].width // 8) + 1
                 self.read_windows[name] = ReadWindow(
-                    f"window_{_signal_name(name)}", depth, width=regs[0].width,
-                    latency=window_latency.get(name, 1))
+                    f"window_{_signal_name(name)}", regs[0].address, regs[-1].address,
+                    width=regs[0].width, latency=window_latency.get(name, 1))
                 continue
             width = max(f.lsb + f.width for f in regs[0].fields)
             self._data_width[name] = width
@@ -437,8 +438,8 @@ class RegisterBlock(wiring.Component):
 
     def window_index(self, path):
         """The index of register ``path`` in its read window (``read_windows[name].index``)."""
-        name = next(r.array_name for r in self.registers if r.path == path)
-        return self.read_windows[name].index_of(self._external[name], path)
+        reg = next(r for r in self.registers if r.path == path)
+        return self.read_windows[reg.array_name].index_of(reg.address)
 
     def _field_value(self, f):
         if f.kind in (FieldKind.CONST, FieldKind.PULSE):

@@ -72,7 +72,7 @@ def _check(reads):
 def test_random_increments_and_reads(seed):
     """Random increments of up to each counter's width on every counter, random reads of
     random counters with gaps of 1 to 6 cycles (so reads often land on a counter the flusher
-    or a previous read touched one or two cycles before: the forwarding paths)."""
+    or a previous read touched one or two cycles before, whose write they cannot see yet)."""
     rng = random.Random(seed)
     widths = [1, 3, 0, 8, 2, 1, 7]
     reads = _run_bank(
