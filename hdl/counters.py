@@ -36,7 +36,7 @@ class CounterBank(wiring.Component):
         ``increment_widths[k]`` bits are used.
     read_en : In(1)
         Read counter ``read_index`` this cycle. At most one read in any two consecutive
-        cycles (the register block reads at most one word every four).
+        cycles (the register block takes at most one read every two).
     read_index : In(range(depth))
         An index at or above ``depth`` reads nothing (``read_data`` keeps its value).
     read_data : Out(64)

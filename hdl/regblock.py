@@ -13,6 +13,7 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -195,9 +196,13 @@ class RegisterBlock(wiring.Component):
       also decodes the address and registers ``rdata``/``rresp``; each stage chooses among at
       most :attr:`READ_MUX_RADIX` inputs, and there are at least *L* - 1 stages for a read
       window of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages).
-      ``rvalid``/``rdata``/``rresp`` then hold until ``rready``; ``arready`` is low from the
-      AR handshake until the R handshake, so one read is outstanding at a time. Hardware values are sampled on the cycle of the first
-      multiplexer stage.
+      ``rvalid``/``rdata``/``rresp`` then hold until ``rready``. Hardware values are sampled
+      on the cycle of the first multiplexer stage.
+    * **Pipelined reads**: a new AR is accepted every other cycle while fewer than
+      :attr:`read_latency` reads are outstanding (accepted, their R not yet taken), so a
+      master that keeps several reads in flight reads one word every two cycles; responses
+      come back in the order of the ARs. (Not every cycle: a read window's memory, such as
+      ``hdl.counters.CounterBank``, may take at most one read in any two cycles.)
     * **Write latency**: AW and W are accepted independently, in either order or together
       (``awready``/``wready`` are high while the block holds no address/data). The write takes
       effect, and ``bvalid`` rises, 2 cycles after the later of the two handshakes, and not
@@ -494,16 +499,22 @@ class RegisterBlock(wiring.Component):
         # Each of the READ_STAGES stages multiplexes at most READ_MUX_RADIX inputs and
         # registers its outputs; the last one also decodes the address and writes rdata.
         stages = self.read_stages
-        rd_busy = Signal()      # from the AR handshake until the R handshake
         rd_addr = [Signal(word_bits, name=f"rd_addr_s{k}") for k in range(stages + 1)]
         rd_pending = [Signal(name=f"rd_pending_s{k}") for k in range(stages + 1)]
         snapshot = Signal(dw)   # high half of the last 64-bit register whose low word was read
-
-        m.d.comb += self.s_axil_arready.eq(~rd_busy)
-        m.d.sync += rd_pending[0].eq(0)
-        with m.If(self.s_axil_arvalid & ~rd_busy):
-            m.d.sync += [rd_busy.eq(1), rd_pending[0].eq(1),
-                         rd_addr[0].eq(self.s_axil_araddr[2:])]
+        # Reads in flight (AR taken, R not yet taken) never exceed the response queue's
+        # depth, so a read that reaches the last stage always has room there.
+        rd_queue = m.submodules.rd_queue = SyncFIFO(width=dw + 2, depth=self.read_latency)
+        rd_in_flight = Signal(range(self.read_latency + 1))
+        rd_taken = Signal()     # an AR was taken in the previous cycle
+        ar_go = Signal()
+        r_go = self.s_axil_rvalid & self.s_axil_rready
+        m.d.comb += [self.s_axil_arready.eq(~rd_taken & (rd_in_flight < self.read_latency)),
+                     ar_go.eq(self.s_axil_arvalid & self.s_axil_arready)]
+        m.d.sync += [rd_taken.eq(ar_go), rd_in_flight.eq(rd_in_flight + ar_go - r_go),
+                     rd_pending[0].eq(ar_go)]
+        with m.If(ar_go):
+            m.d.sync += rd_addr[0].eq(self.s_axil_araddr[2:])
         for k in range(stages):   # one copy of the address per stage: less fan-out per copy
             m.d.sync += [rd_addr[k + 1].eq(rd_addr[k]), rd_pending[k + 1].eq(rd_pending[k])]
 
@@ -534,30 +545,34 @@ class RegisterBlock(wiring.Component):
             else:
                 assert stages == latency - 1
                 m.d.comb += [addr_of.eq((self.s_axil_araddr[2:] - words[0]) >> shift),
-                             en_of.eq(self.s_axil_arvalid & ~rd_busy)]
+                             en_of.eq(ar_go)]
             external_data[name] = port.data[:self._data_width.get(name, dw)]
             if len(port.data) == 2 * dw and name in self.read_windows:
                 external_high[name] = port.data[dw:]
 
-        with m.If(rd_pending[-1]):
-            m.d.sync += self.s_axil_rvalid.eq(1)
-            with m.If(~_address_set(addr, mapped)):
-                m.d.sync += [self.s_axil_rdata.eq(0), self.s_axil_rresp.eq(_SLVERR)]
-            with m.Elif(_address_set(addr, high_words)):
-                m.d.sync += [self.s_axil_rdata.eq(snapshot), self.s_axil_rresp.eq(_OKAY)]
-            for name, words in external_words.items():
-                with m.Elif(_address_set(addr, set(words))):
-                    m.d.sync += [self.s_axil_rdata.eq(external_data[name]),
-                                 self.s_axil_rresp.eq(_OKAY)]
-                    if name in external_high:
+        rd_data = Signal(dw)
+        rd_resp = Signal(2)
+        with m.If(~_address_set(addr, mapped)):
+            m.d.comb += [rd_data.eq(0), rd_resp.eq(_SLVERR)]
+        with m.Elif(_address_set(addr, high_words)):
+            m.d.comb += [rd_data.eq(snapshot), rd_resp.eq(_OKAY)]
+        for name, words in external_words.items():
+            with m.Elif(_address_set(addr, set(words))):
+                m.d.comb += [rd_data.eq(external_data[name]), rd_resp.eq(_OKAY)]
+                if name in external_high:
+                    with m.If(rd_pending[-1]):
                         m.d.sync += snapshot.eq(external_high[name])
-            with m.Else():
-                m.d.sync += [self.s_axil_rdata.eq(low_mux), self.s_axil_rresp.eq(_OKAY)]
-                if high_halves:
-                    with m.If(_address_set(addr, high_halves)):
-                        m.d.sync += snapshot.eq(high_mux)
-        with m.If(self.s_axil_rvalid & self.s_axil_rready):
-            m.d.sync += [self.s_axil_rvalid.eq(0), rd_busy.eq(0)]
+        with m.Else():
+            m.d.comb += [rd_data.eq(low_mux), rd_resp.eq(_OKAY)]
+            if high_halves:
+                with m.If(rd_pending[-1] & _address_set(addr, high_halves)):
+                    m.d.sync += snapshot.eq(high_mux)
+        m.d.comb += [rd_queue.w_data.eq(Cat(rd_data, rd_resp)),
+                     rd_queue.w_en.eq(rd_pending[-1]),
+                     self.s_axil_rvalid.eq(rd_queue.r_rdy),
+                     self.s_axil_rdata.eq(rd_queue.r_data[:dw]),
+                     self.s_axil_rresp.eq(rd_queue.r_data[dw:]),
+                     rd_queue.r_en.eq(self.s_axil_rready)]
 
         # ---- write path: AW and W held independently -> write -> B --------------------------
         aw_held = Signal()

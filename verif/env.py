@@ -422,21 +422,16 @@ class SwitchEnv:
         """Read every port's counters over AXI4-Lite and compare with the model (and with
         the stall cycles the bus models saw)."""
         await ClockCycles(self.dut.clk, 4)
-        mismatches = []
+        expect = {}
         for p in range(self.params.n_ports):
-            expect = dict(self.model.counters[p])
-            expect["rx_stall"] = self.ports.rx_stall[p]
-            expect["tx_stall"] = self.ports.tx_stall[p]
-            for name, value in expect.items():
-                got = await self.regs.read(f"port[{p}].{name}")
-                if got != value:
-                    mismatches.append(f"port[{p}].{name}: switch {got}, expected {value}")
-        assert not mismatches, "counter mismatches:\n" + "\n".join(mismatches)
-        for k, expect in enumerate(self.model.monitor_counters):
-            for name, value in expect.items():
-                got = await self.regs.read(f"hc_monitor[{k}].{name}")
-                if got != value:
-                    mismatches.append(f"hc_monitor[{k}].{name}: switch {got}, expected {value}")
+            model = {**self.model.counters[p], "rx_stall": self.ports.rx_stall[p],
+                     "tx_stall": self.ports.tx_stall[p]}
+            expect.update({f"port[{p}].{name}": value for name, value in model.items()})
+        for k, model in enumerate(self.model.monitor_counters):
+            expect.update({f"hc_monitor[{k}].{name}": value for name, value in model.items()})
+        got = await self.regs.read_many(expect)
+        mismatches = [f"{path}: switch {got[path]}, expected {value}"
+                      for path, value in expect.items() if got[path] != value]
         assert not mismatches, "counter mismatches:\n" + "\n".join(mismatches)
         count = await self.regs.read("err_count")
         assert count == min(self.model.err_count, 0xFFFFFFFF), \

@@ -267,8 +267,11 @@ class Reduction:
         model's statistics (``IncModel.group_stats``; words 5-7 read 0). Returns the
         mismatches as lines of text (empty: all equal)."""
         lines = []
+        got = await self.env.regs.read_many(f"rgroup_stats[{g}][{k}]"
+                                            for g in range(self.params.n_rgroups)
+                                            for k in range(8))
         for g in range(self.params.n_rgroups):
-            words = [await self.env.regs.read(f"rgroup_stats[{g}][{k}]") for k in range(8)]
+            words = [got[f"rgroup_stats[{g}][{k}]"] for k in range(8)]
             want = self.model.inc.group_stats(g) + [0] * (8 - len(GROUP_STATS))
             if words != want:
                 lines.append(f"rgroup_stats[{g}] ({', '.join(GROUP_STATS)}): switch {words}, "

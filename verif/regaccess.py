@@ -17,6 +17,7 @@ Example
 
 __all__ = ["RegisterAccessError", "RegisterAccess"]
 
+import cocotb
 from cocotbext.axi.constants import AxiResp
 
 _WORD_BYTES = 4
@@ -58,13 +59,20 @@ class RegisterAccess:
         self._check(resp.resp, "write", address, what)
 
     async def read(self, path):
-        """Read register ``path``; a 64-bit register is read low word then high word and
-        returned as one 64-bit value."""
+        """Read register ``path``; a 64-bit register is read low word then high word (two ARs
+        back to back, in one command of the master) and returned as one 64-bit value."""
         address = self.model.address(path)
-        value = 0
-        for word in range(self.model.width(path) // 32):
-            value |= await self.read_word(address + _WORD_BYTES * word, what=path) << (32 * word)
-        return value
+        resp = await self.axil.read(address, self.model.width(path) // 8)
+        self._check(resp.resp, "read", address, path)
+        return int.from_bytes(resp.data, "little")
+
+    async def read_many(self, paths):
+        """Read every register of ``paths`` with the reads in flight together (the register
+        block takes one AR every other cycle); returns ``{path: value}``. Each 64-bit
+        register's two words stay adjacent, so each is read atomically."""
+        paths = list(paths)
+        tasks = [cocotb.start_soon(self.read(path)) for path in paths]
+        return {path: await task for path, task in zip(paths, tasks)}
 
     async def read_fields(self, path):
         """Read register ``path`` and return ``{field name: value}``."""

@@ -36,16 +36,15 @@ async def _check_reduction_counters(env):
     the model, then every port counter."""
     inc = env.model.inc
     mismatches = await Reduction(env).group_stats_mismatches()
+    expect = {}
     for g in range(env.params.n_rgroups):
-        for name, want in (("completed", inc.completed[g]), ("aborted", inc.aborted[g])):
-            got = await env.regs.read(f"rgroup[{g}].{name}")
-            if got != want:
-                mismatches.append(f"rgroup[{g}].{name}: switch {got}, expected {want}")
-    for name, want in (("inc_completed", sum(inc.completed)), ("inc_aborted", sum(inc.aborted)),
-                       ("inc_config_errors", inc.config_errors)):
-        got = await env.regs.read(name)
-        if got != want:
-            mismatches.append(f"{name}: switch {got}, expected {want}")
+        expect.update({f"rgroup[{g}].completed": inc.completed[g],
+                       f"rgroup[{g}].aborted": inc.aborted[g]})
+    expect.update({"inc_completed": sum(inc.completed), "inc_aborted": sum(inc.aborted),
+                   "inc_config_errors": inc.config_errors})
+    got = await env.regs.read_many(expect)
+    mismatches += [f"{path}: switch {got[path]}, expected {want}"
+                   for path, want in expect.items() if got[path] != want]
     assert not mismatches, "reduction counter mismatches:\n" + "\n".join(mismatches)
     await env.check_counters()
 

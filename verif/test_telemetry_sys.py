@@ -44,8 +44,10 @@ async def _start(dut):
 
 
 async def _histograms(env):
-    return [[await env.regs.read(f"latency_hist[{q}][{k}]") for k in range(N_BUCKETS)]
-            for q in range(env.params.n_ports)]
+    paths = [[f"latency_hist[{q}][{k}]" for k in range(N_BUCKETS)]
+             for q in range(env.params.n_ports)]
+    got = await env.regs.read_many(path for row in paths for path in row)
+    return [[got[path] for path in row] for row in paths]
 
 
 def _delivered(env, port):
