@@ -191,13 +191,14 @@ class RegisterBlock(wiring.Component):
     Contract
     --------
     * **Read latency**: ``rvalid`` rises :attr:`read_latency` cycles after the cycle of the
-      ``arvalid & arready`` handshake: one cycle to register the address, then
-      :attr:`read_stages` registered stages of the read multiplexer and a last stage that
-      also decodes the address and registers ``rdata``/``rresp``; each stage chooses among at
-      most :attr:`READ_MUX_RADIX` inputs, and there are at least *L* - 1 stages for a read
-      window of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages).
-      ``rvalid``/``rdata``/``rresp`` then hold until ``rready``. Hardware values are sampled
-      on the cycle of the first multiplexer stage.
+      ``arvalid & arready`` handshake (when no earlier response waits): one cycle to register
+      the address, then :attr:`read_stages` registered stages of the read multiplexer and a
+      last stage that also decodes the address and writes ``rdata``/``rresp`` into a response
+      queue (``rvalid`` the cycle after); each stage chooses among at most
+      :attr:`READ_MUX_RADIX` inputs, and there are at least *L* - 1 stages for a read window
+      of latency *L*. For 2 to 8 ports that is 4 cycles (2 stages). ``rvalid``/``rdata``/
+      ``rresp`` then hold until ``rready``. Hardware values are sampled on the cycle of the
+      first multiplexer stage.
     * **Pipelined reads**: a new AR is accepted every other cycle while fewer than
       :attr:`read_latency` reads are outstanding (accepted, their R not yet taken), so a
       master that keeps several reads in flight reads one word every two cycles; responses
@@ -220,7 +221,9 @@ class RegisterBlock(wiring.Component):
       low word is read in between (one software agent, or a lock, per block). Reading a high
       word alone returns the snapshot of the last low word read. Writes to them are ignored.
     * ``valid`` never depends combinationally on ``ready``: ``rvalid``/``bvalid``/``arready``/
-      ``awready``/``wready`` all come straight from flip-flops.
+      ``awready``/``wready`` are functions of flip-flops only (``rvalid``: the response
+      queue is not empty; ``arready``: no AR in the previous cycle and fewer than
+      :attr:`read_latency` in flight).
 
     Implementation: the read multiplexer is a trie over the address bits (no address decoder
     and no register index; ``n - 1`` two-way multiplexers per bit for ``n`` readable words),
@@ -497,7 +500,7 @@ class RegisterBlock(wiring.Component):
 
         # ---- read path: AR -> address register -> pipelined read multiplexer -> R ----------
         # Each of the READ_STAGES stages multiplexes at most READ_MUX_RADIX inputs and
-        # registers its outputs; the last one also decodes the address and writes rdata.
+        # registers its outputs; the last one also decodes the address and queues the response.
         stages = self.read_stages
         rd_addr = [Signal(word_bits, name=f"rd_addr_s{k}") for k in range(stages + 1)]
         rd_pending = [Signal(name=f"rd_pending_s{k}") for k in range(stages + 1)]
