@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
 from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow, STAMP_BITS,
-                      routing_config_members, group_table_members, lowest_set_index)
+                      routing_config_members, group_table_members)
 from .allocator import IslipAllocator
 from .reduce_engine import ResultBeat
 
@@ -140,11 +140,12 @@ class SwitchCore(wiring.Component):
         overlay_on = Signal(n)
         for o in range(n):
             rx = receiver_windows[o]
-            owned = Cat(w.enable & (w.port == o) for w in self.windows)
-            # the lowest-numbered window wins (base and span unused when none is valid)
-            w = self.windows[lowest_set_index(m, owned, f"receiver_window{o}")]
-            m.d.sync += [rx.valid.eq(owned.any()), rx.base.eq(w.base),
-                         rx.span.eq(w.limit - w.base), rx.parity_error.eq(0)]
+            m.d.sync += [rx.valid.eq(0), rx.parity_error.eq(0)]
+            for k in reversed(range(p.n_windows)):   # the lowest-numbered window wins
+                w = self.windows[k]
+                with m.If(w.enable & (w.port == o)):
+                    m.d.sync += [rx.valid.eq(1), rx.base.eq(w.base),
+                                 rx.span.eq(w.limit - w.base)]
             # a window that fails its parity check at or above the receiver window's
             # priority hides which window that is (docs/protocol.md section 9)
             for k in reversed(range(p.n_windows)):

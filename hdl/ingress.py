@@ -10,8 +10,7 @@ from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field, hdr_address, with_a
 from .params import SwitchParams
 
 __all__ = ["WindowEntry", "IdRouteEntry", "McWindow", "ReceiverWindow", "Rewrite",
-           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members", "STAMP_BITS",
-           "lowest_set_index"]
+           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members", "STAMP_BITS"]
 
 #: Width of the latency stamp a packet carries from its ingress to its egress
 #: (``docs/telemetry.md`` section 1): the switch's ``LatencyTimer`` width.
@@ -130,19 +129,6 @@ def _address(m, hdr):
     address = Signal(64)
     m.d.comb += address.eq(hdr_address(hdr))
     return address
-
-
-def lowest_set_index(m, bits, name):
-    """A signal holding the index of the lowest set bit of ``bits`` (0 when none is set).
-
-    Selecting a table entry by this index (``table[index]``, one wide multiplexer per bit)
-    is much smaller on an FPGA than a priority chain over every bit of the entries, which
-    is what "the lowest-numbered match wins" written entry by entry becomes."""
-    index = Signal(range(max(len(bits), 2)), name=name)
-    for k in reversed(range(len(bits))):
-        with m.If(bits[k]):
-            m.d.comb += index.eq(k)
-    return index
 
 
 def _popcount(v):
@@ -304,9 +290,15 @@ class IngressPort(wiring.Component):
             m.d.comb += last_keep[j].eq((payload_bytes != 0) & ((rem == 0) | partial_covers))
 
         # ---- routing lookup: the lowest-numbered matching entry wins (it is assigned last) ----
-        matched = self.windows[lowest_set_index(m, window_match, "win_index")]
-        win_hit = window_match.any()
-        win_port, win_base, win_limit = matched.port, matched.base, matched.limit
+        win_hit = Signal()
+        win_port = Signal(5)
+        win_base = Signal(64)
+        win_limit = Signal(64)
+        for k in reversed(range(p.n_windows)):
+            with m.If(window_match[k]):
+                m.d.comb += [win_hit.eq(1), win_port.eq(self.windows[k].port),
+                             win_base.eq(self.windows[k].base),
+                             win_limit.eq(self.windows[k].limit)]
         # Parity (docs/protocol.md section 9): the window that decides is the lowest-numbered
         # one that matches or fails its parity check; when it is the latter, the match is not
         # known (a higher-priority window may have hidden the true one).
