@@ -593,8 +593,13 @@ def test_pipelined_reads(rng):
              (low + 4, (values[0] >> 32, OKAY)),
              (model.address("id"), (0x53464142, OKAY))]
 
-    async def issue(ctx, taken):
+    # The issuer and the reader run as two testbenches.
+    state = {"taken": [], "go": False}
+
+    async def issuer(ctx):
         """Present the burst's ARs back to back; record the cycle of each handshake."""
+        while not state["go"]:
+            await ctx.tick()
         cycle = 0
         for address, _ in burst:
             ctx.set(dut.s_axil_araddr, address)
@@ -603,17 +608,9 @@ def test_pipelined_reads(rng):
                 _, _, ready = await ctx.tick().sample(dut.s_axil_arready)
                 cycle += 1
                 if ready:
-                    taken.append(cycle)
+                    state["taken"].append(cycle)
                     break
         ctx.set(dut.s_axil_arvalid, 0)
-
-    # The issuer and the reader run as two testbenches.
-    state = {"taken": [], "got": [], "go": False}
-
-    async def issuer(ctx):
-        while not state["go"]:
-            await ctx.tick()
-        await issue(ctx, state["taken"])
 
     async def reader(ctx):
         await write_reg(ctx, dut, model, "scratch", 0x1234_5678)
@@ -624,9 +621,8 @@ def test_pipelined_reads(rng):
         assert len(state["taken"]) == dut.read_latency, state["taken"]
         gaps = {b - a for a, b in zip(state["taken"], state["taken"][1:])}
         assert gaps == {2}, state["taken"]
-        while len(state["got"]) < len(burst):
-            state["got"].append(await r_get(ctx, dut))
-        assert state["got"] == [expect for _, expect in burst]
+        got = [await r_get(ctx, dut) for _ in burst]
+        assert got == [expect for _, expect in burst]
         # with R always taken, the whole burst went at one AR every other cycle after that
         assert {b - a for a, b in zip(state["taken"][dut.read_latency:],
                                       state["taken"][dut.read_latency + 1:])} <= {2}

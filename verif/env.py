@@ -429,9 +429,7 @@ class SwitchEnv:
             expect.update({f"port[{p}].{name}": value for name, value in model.items()})
         for k, model in enumerate(self.model.monitor_counters):
             expect.update({f"hc_monitor[{k}].{name}": value for name, value in model.items()})
-        got = await self.regs.read_many(expect)
-        mismatches = [f"{path}: switch {got[path]}, expected {value}"
-                      for path, value in expect.items() if got[path] != value]
+        mismatches = await self.regs.mismatches(expect)
         assert not mismatches, "counter mismatches:\n" + "\n".join(mismatches)
         count = await self.regs.read("err_count")
         assert count == min(self.model.err_count, 0xFFFFFFFF), \

@@ -74,6 +74,13 @@ class RegisterAccess:
         tasks = [cocotb.start_soon(self.read(path)) for path in paths]
         return {path: await task for path, task in zip(paths, tasks)}
 
+    async def mismatches(self, expect):
+        """Read every register of ``expect`` (``{path: value}``, all reads in flight together)
+        and return one line per register that reads otherwise (empty: all equal)."""
+        got = await self.read_many(expect)
+        return [f"{path}: switch {got[path]}, expected {value}"
+                for path, value in expect.items() if got[path] != value]
+
     async def read_fields(self, path):
         """Read register ``path`` and return ``{field name: value}``."""
         return self.model.decode(path, await self.read(path))

@@ -42,9 +42,7 @@ async def _check_reduction_counters(env):
                        f"rgroup[{g}].aborted": inc.aborted[g]})
     expect.update({"inc_completed": sum(inc.completed), "inc_aborted": sum(inc.aborted),
                    "inc_config_errors": inc.config_errors})
-    got = await env.regs.read_many(expect)
-    mismatches += [f"{path}: switch {got[path]}, expected {want}"
-                   for path, want in expect.items() if got[path] != want]
+    mismatches += await env.regs.mismatches(expect)
     assert not mismatches, "reduction counter mismatches:\n" + "\n".join(mismatches)
     await env.check_counters()
 
