@@ -134,7 +134,7 @@ class SwitchCore(wiring.Component):
         buffered_layout = data.StructLayout({"queued": queued_layout, "engine": 1})
 
         # ---- per-egress copy addressing, derived from the configuration (one cycle) ----
-        receiver_windows = Signal(data.ArrayLayout(ReceiverWindow, n))
+        receiver_windows = [Signal(ReceiverWindow, name=f"receiver_window{o}") for o in range(n)]
         overlay_base = [Signal(64, name=f"overlay_base{o}") for o in range(n)]
         overlay_mask = [Signal(64, name=f"overlay_mask{o}") for o in range(n)]
         overlay_on = Signal(n)
@@ -165,9 +165,12 @@ class SwitchCore(wiring.Component):
             wiring.connect(m, wiring.flipped(self.ingress[i]), port.i)
             m.d.comb += [self.ingress_events[i].eq(port.events), port.now.eq(self.now)]
             for name in routing_config_members(p):
-                if name != "receiver_windows":
-                    m.d.comb += getattr(port, name).eq(getattr(self, name))
-            m.d.comb += port.receiver_windows.eq(receiver_windows)
+                dst = getattr(port, name)
+                src = receiver_windows if name == "receiver_windows" else getattr(self, name)
+                if isinstance(dst, list):       # a table: one member per entry
+                    m.d.comb += [d.eq(s) for d, s in zip(dst, src, strict=True)]
+                else:
+                    m.d.comb += dst.eq(src)
             m.d.comb += [self.group_addr[i].eq(port.group_addr),
                          self.group_en[i].eq(port.group_en),
                          port.group_data.eq(self.group_data[i])]

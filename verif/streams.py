@@ -65,6 +65,7 @@ class FabricPorts:
                    for p in range(n_ports)]
         self._current = [None] * n_ports
         self._ready = [False] * n_ports
+        self._valid = [False] * n_ports     # the ingress valid last driven
         self._partial = [[] for _ in range(n_ports)]
         self._task = None
         self._reset_request = 0
@@ -118,6 +119,7 @@ class FabricPorts:
             self._current[p] = None
             self._partial[p].clear()
             self._s[p]["valid"].value = 0
+            self._valid[p] = False
         for _ in range(cycles):
             await RisingEdge(clk)
             self.cycle += 1
@@ -162,9 +164,12 @@ class FabricPorts:
                         s["last"].value = int(cur.last)
                         s["hdr"].value = cur.hdr
                         s["pfx"].value = cur.pfx
-                        s["valid"].value = 1
-                    else:
+                        if not self._valid[p]:
+                            s["valid"].value = 1
+                            self._valid[p] = True
+                    elif self._valid[p]:
                         s["valid"].value = 0
+                        self._valid[p] = False
             for p in range(n):
                 mh = self._m[p]
                 if mh["valid"].value:
