@@ -107,7 +107,7 @@ def routing_config_members(params):
         "root_valid": In(1),
         # Tables are arrays of members, not one ArrayLayout each: Icarus re-evaluates every
         # reader of a vector when any part of it changes, and the 16 windows alone are 2,144
-        # bits read in every ingress port (an 8-port model took 4.5 s to start, not 1.3 s).
+        # bits read in every ingress port (an 8-port model took 4.5 s to start, not 1.0 s).
         "windows": In(WindowEntry).array(params.n_windows),
         "window_parity": In(params.n_windows),
         "id_routes": In(IdRouteEntry).array(params.n_id_routes),

@@ -47,7 +47,7 @@ def test_the_system_tests_use_the_prebuilt_configurations():
     assert used and used <= set(P.SYSTEM_CONFIGS)
 
 
-def test_yowasp_warm_up_names_a_missing_or_failing_tool(monkeypatch):
+def test_yowasp_warm_up_names_a_missing_or_failing_tool():
     """The warm-up never fails the step: a tool that is missing or fails is named, and the
     tests that run it report the failure."""
     ok, line = P._warm_yowasp((("yowasp-no-such-tool", "-V"),))

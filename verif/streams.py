@@ -2,7 +2,8 @@
 
 One coroutine serves every port so a cycle costs one wake-up, not 2N: at each rising edge it
 samples last cycle's handshakes (values seen right after the edge are the pre-edge ones),
-hands completed transfers to callbacks, then drives the next beats and ``ready``s.
+hands completed transfers to callbacks, then drives the next beats and ``ready``s (a
+``valid`` or ``ready`` is written only when it changes).
 """
 
 import random
