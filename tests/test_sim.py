@@ -52,7 +52,7 @@ TESTS = [
 
 # Only on the first configuration (every element type, the widest beats): elements per type.
 VOLUME_TESTS = [
-    (REDUCE, "reduce_volume", {"verilator": 50_000, "icarus": 1_500}),
+    (REDUCE, "reduce_volume", {"verilator": 50_000, "icarus": 1_000}),
 ]
 
 # Fault campaign (verif/test_faults.py; parity: verif/test_parity.py), soak

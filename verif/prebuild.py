@@ -106,9 +106,12 @@ def prebuild(configs=SYSTEM_CONFIGS, simulators=SIMULATORS, jobs=2, warm_tools=T
     tasks.sort(key=lambda t: (t[1] != "verilator", -t[0].n_ports * t[0].data_width))
     if tasks or warm_tools:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_build, params, sim) for params, sim in tasks]
+            # the warm-up after the Verilator builds, so it overlaps the longest one
+            verilator = sum(sim == "verilator" for _, sim in tasks)
+            futures = [pool.submit(_build, params, sim) for params, sim in tasks[:verilator]]
             if warm_tools:
                 futures.append(pool.submit(_warm_yowasp))
+            futures += [pool.submit(_build, params, sim) for params, sim in tasks[verilator:]]
             results += [f.result() for f in futures]
     return all(ok for ok, _ in results), [line for _, line in results]
 
