@@ -126,11 +126,14 @@ async def read_reg(ctx, dut, model, path):
 
 async def read_words(ctx, dut, addresses):
     """Read ``addresses`` with reads in flight: each AR presented as soon as the last was
-    taken, R always ready. Returns ``[(rdata, rresp)]`` in address order."""
+    taken, R always ready. Returns ``[(rdata, rresp)]`` in address order; fails (instead of
+    waiting forever) if the responses have not all come within 8 cycles a read."""
     responses = []
     issued = 0
     ctx.set(dut.s_axil_rready, 1)
-    while len(responses) < len(addresses):
+    for _ in range(8 * len(addresses) + 16):
+        if len(responses) == len(addresses):
+            break
         if issued < len(addresses):
             ctx.set(dut.s_axil_araddr, addresses[issued])
         ctx.set(dut.s_axil_arvalid, issued < len(addresses))
@@ -140,6 +143,8 @@ async def read_words(ctx, dut, addresses):
             issued += 1
         if r_valid:
             responses.append((data, resp))
+    assert len(responses) == len(addresses), \
+        f"{issued} reads taken, {len(responses)} of {len(addresses)} responses"
     ctx.set(dut.s_axil_arvalid, 0)
     ctx.set(dut.s_axil_rready, 0)
     return responses
