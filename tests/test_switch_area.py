@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from smartfabric.hdl.params import SwitchParams
+from smartfabric.hdl.params import SMALLEST
 from smartfabric.synth.switch_area import (area_by_block, block_of, lut4_sites, main,
                                            markdown_table, switch_area)
 
@@ -61,10 +61,7 @@ def test_cli_rejects_bad_arguments(capsys, tmp_path):
 @pytest.mark.skipif(os.environ.get("SMARTFABRIC_LONG", "0") in ("", "0"),
                     reason="a Yosys run of a few minutes; SMARTFABRIC_LONG=1")
 def test_small_switch_area(tmp_path):
-    params = SwitchParams(n_ports=2, data_width=64, max_payload=128, voq_depth=2, n_windows=1,
-                          n_id_routes=1, n_groups=2, n_rgroups=1, reduce_buffer_beats=32,
-                          reduce_dtypes=("int8",), capture_depth=2)
-    result = switch_area(params, tmp_path)
+    result = switch_area(SMALLEST, tmp_path)
     blocks = result["blocks"]
     assert {"top", "core", "core.ingress*", "regs", "engine"} <= set(blocks)
     assert blocks["core.ingress*"]["modules"] == 2

@@ -3,9 +3,9 @@
 The full run (Yosys + nextpnr) on the smallest configuration (2 ports x 64 bits, 1 window,
 1 ID route, VOQ depth 2, max payload 128) took 7 min 34 s wall clock on this 2-core machine
 before the switch had its reduction engine and telemetry (Verilog 2 s, Yosys 44 s, nextpnr
-406 s). With them, at their smallest (``SMALL`` below; 2026-11-24): Yosys 72 s, placement
-153 s (estimated Fmax 29 MHz), and router1 had not converged after 8 minutes of routing
-(about 95,000 arcs still to route), when it was stopped. Far above the ~3 minute budget, so
+406 s). With them, at their smallest (``hdl.params.SMALLEST``; 2026-11-24): Yosys 72 s,
+placement 153 s (estimated Fmax 29 MHz), and router1 had not converged after 8 minutes of
+routing (about 95,000 arcs still to route), when it was stopped. Far above the ~3 minute budget, so
 it is marked ``slow`` and runs only with ``SMARTFABRIC_LONG=1`` (``make regress-long``).
 """
 
@@ -15,22 +15,16 @@ import re
 
 import pytest
 
-from smartfabric.hdl.params import SwitchParams
+from smartfabric.hdl.params import SMALLEST
 from smartfabric.synth import ecp5
 from smartfabric.synth.verilog import TOP_NAME, generate_verilog
 
 LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
 
-# The engines at their smallest too: with the default reduction engine (11 element types,
-# 64 groups), header capture and group table, 2 ports need 140,269 LUT4s (measured 2026-11-24).
-SMALL = SwitchParams(n_ports=2, data_width=64, n_windows=1, n_id_routes=1, voq_depth=2,
-                     max_payload=128, n_groups=2, n_rgroups=1, reduce_buffer_beats=32,
-                     reduce_dtypes=("int8",), capture_depth=2)
-
 
 @pytest.fixture(scope="module")
 def small_ports():
-    return ecp5.top_ports(generate_verilog(SMALL))
+    return ecp5.top_ports(generate_verilog(SMALLEST))
 
 
 def test_wrapper_drives_and_observes_every_port(small_ports):
@@ -82,10 +76,10 @@ def test_bad_arguments_one_line_exit_2(argv, message, capsys, tmp_path):
 def test_full_flow_small_config(tmp_path):
     lines = []
     out = tmp_path / "synth"
-    result = ecp5.run_ecp5(SMALL, out, freq_mhz=150, log=lines.append)
+    result = ecp5.run_ecp5(SMALLEST, out, freq_mhz=150, log=lines.append)
     summary = json.loads((out / "synth.json").read_text())
     assert summary == result
-    assert summary["config"] == SMALL.as_dict()
+    assert summary["config"] == SMALLEST.as_dict()
     assert summary["device"] == "LFE5U-85K" and summary["speed"] == 8
     assert summary["target_mhz"] == 150
     assert 10 < summary["fmax_mhz"] < 500
