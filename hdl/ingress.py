@@ -1,6 +1,6 @@
 """Ingress port: TLP decode, checks, routing lookup and the write into the virtual output queues."""
 
-from amaranth.hdl import Module, Signal, Const, Mux, Cat, C, signed
+from amaranth.hdl import Module, Signal, Const, Mux, Cat, C, Value, signed
 from amaranth.lib import wiring, stream, data, enum
 from amaranth.lib.wiring import In, Out
 
@@ -134,6 +134,26 @@ def _address(m, hdr):
     return address
 
 
+def _one_hot_select(select, values):
+    """``values[k]`` for the one bit ``k`` set in ``select`` (0 when none is): an AND-OR, so
+    its depth grows with log2 of the entries, not with their number as a priority chain's."""
+    terms = [Mux(select[k], v, 0) for k, v in enumerate(values)]
+    acc = terms[0]
+    for t in terms[1:]:
+        acc = acc | t
+    return acc
+
+
+def _sum3(a, b, c, width):
+    """``(a + b + c + 1) mod 2**width`` of three unsigned values as one carry-save step and
+    one carry chain (``c`` = ``~x`` makes it ``a + b - x`` in two's complement)."""
+    a, b, c = (Value.cast(v)[:width] for v in (a, b, c))
+    a, b, c = (Cat(v, C(0, width - len(v))) for v in (a, b, c))
+    s = a ^ b ^ c
+    carry = (a & b) | (a & c) | (b & c)
+    return (s + Cat(C(1, 1), carry[:width - 1]))[:width]
+
+
 def _popcount(v):
     total = C(0, 7)
     for bit in v:
@@ -203,7 +223,9 @@ class IngressPort(wiring.Component):
         stamp = Signal(STAMP_BITS)      # ``now`` when the staged beat was accepted
         staged = Signal()
         window_match = Signal(p.n_windows)
+        window_first = Signal(p.n_windows)     # one-hot: the lowest-numbered match, if any
         window_perr = Signal(p.n_windows)      # window_parity when the beat was accepted
+        end_address = Signal(65)               # the address of the last byte (exact)
         id_match = Signal(p.n_id_routes)
         advance = Signal()     # stage 2 takes the staged beat this cycle
         m.d.comb += [
@@ -219,9 +241,16 @@ class IngressPort(wiring.Component):
         in_len = hdr_field(in_dw0, F.DW0, "length")
         in_data_bytes = Mux(in_len == 0, 1024, in_len) << 2
         index_pos = Mux(mc.index_pos < 12, 12, mc.index_pos)
+        # Each comparison below is one carry chain from the registers: the group index is
+        # ``offset >> index_pos``, so "index <= num_group" is "no offset bit at or above
+        # index_pos + 5 is set, and the 5 bits at index_pos are <= num_group", and "the last
+        # byte is in the same group" is "offset and last offset agree at and above index_pos".
+        # The last offset is address + (bytes - 1) - base, added as one carry-save sum.
         mc_offset = (in_address - mc.base)[:64]
-        mc_index = mc_offset >> index_pos
-        mc_end_index = (mc_offset + in_data_bytes - 1) >> index_pos
+        mc_end_offset = _sum3(in_address, in_data_bytes - 1, ~Cat(mc.base, C(0, 2)), 66)
+        from_pos = Cat(C(b, 7) >= index_pos for b in range(65))          # bits >= index_pos
+        above_group = Cat(C(b, 7) >= index_pos + 5 for b in range(64))   # >= index_pos + 5
+        mc_index = (mc_offset >> index_pos)[:5]
         mc_hit = Signal()
         mc_group = Signal(5)
         mc_spill = Signal()
@@ -232,12 +261,17 @@ class IngressPort(wiring.Component):
             m.d.sync += [beat.eq(self.i.payload), stamp.eq(self.now), staged.eq(1),
                          window_perr.eq(self.window_parity)]
             m.d.sync += [mc_hit.eq(mc.enable & (in_address >= mc.base) &
+                                   ((mc_offset & above_group) == 0) &
                                    (mc_index <= mc.num_group)),
-                         mc_group.eq(mc_index[:5]),
-                         mc_spill.eq(mc_end_index != mc_index)]
-            for k, w in enumerate(self.windows):
-                m.d.sync += window_match[k].eq(w.enable & (w.base <= in_address) &
-                                               (in_address <= w.limit) & (w.port < n))
+                         mc_group.eq(mc_index),
+                         mc_spill.eq(((mc_end_offset[:65] ^ mc_offset) & from_pos) != 0),
+                         end_address.eq(in_address + (in_data_bytes - 1))]
+            matches = [w.enable & (w.base <= in_address) & (in_address <= w.limit) & (w.port < n)
+                       for w in self.windows]
+            m.d.sync += window_match.eq(Cat(matches))
+            for k in range(p.n_windows):
+                m.d.sync += window_first[k].eq(matches[k] & ~Cat(matches[:k]).any()
+                                               if k else matches[0])
             for k, r in enumerate(self.id_routes):
                 m.d.sync += id_match[k].eq(r.enable & (r.bus_lo <= in_bus) &
                                            (in_bus <= r.bus_hi) & (r.port < n))
@@ -297,11 +331,12 @@ class IngressPort(wiring.Component):
         win_port = Signal(5)
         win_base = Signal(64)
         win_limit = Signal(64)
-        for k in reversed(range(p.n_windows)):
-            with m.If(window_match[k]):
-                m.d.comb += [win_hit.eq(1), win_port.eq(self.windows[k].port),
-                             win_base.eq(self.windows[k].base),
-                             win_limit.eq(self.windows[k].limit)]
+        m.d.comb += [
+            win_hit.eq(window_match.any()),
+            win_port.eq(_one_hot_select(window_first, [w.port for w in self.windows])),
+            win_base.eq(_one_hot_select(window_first, [w.base for w in self.windows])),
+            win_limit.eq(_one_hot_select(window_first, [w.limit for w in self.windows])),
+        ]
         # Parity (docs/protocol.md section 9): the window that decides is the lowest-numbered
         # one that matches or fails its parity check; when it is the latter, the match is not
         # known (a higher-priority window may have hidden the true one).
@@ -355,17 +390,20 @@ class IngressPort(wiring.Component):
                                & ~Mux(self.mc.exclude_source, self_bit, 0))
 
         # Rebasing: the offset into the source window, the last byte's offset, the spills.
+        # A spill matters only when the source window matched (base <= address <= limit), so
+        # the offsets are exact and "the last offset exceeds the source window's span" is
+        # "the last byte is above its limit"; the last byte's address comes from stage 1.
         address = _address(m, hdr)
         rebase_offset = Signal(64)
         last_offset = Signal(66)
         m.d.comb += [rebase_offset.eq(address - win_base),
-                     last_offset.eq(rebase_offset + (len_dw << 2) - 1)]
+                     last_offset.eq(end_address - win_base)]
         receivers = self.receiver_windows
         no_receiver = (hc_dest & ~Cat(r.valid for r in receivers)) != 0
         receiver_parity = (hc_dest & Cat(r.parity_error for r in receivers)) != 0
         receiver_spill = Cat(hc_dest[o] & (Cat(last_offset, C(0, 1)).as_signed() >
                                            receivers[o].span) for o in range(n)).any()
-        hc_spill = (last_offset > (win_limit - win_base)) | receiver_spill
+        hc_spill = (end_address > win_limit) | receiver_spill
 
         # ---- step 6 of the first-beat checks: routing, multicast or not ----
         class Action:
