@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: all demo test verilog synth switch-area reduce-area bench regress-long lint formal docs clean
+.PHONY: all demo test verilog synth switch-area reduce-area block-timing bench regress-long lint formal docs clean
 
 all: test
 
@@ -37,6 +37,9 @@ synth: $(STAMP)
 
 switch-area: $(STAMP)
 	$(PY) -m smartfabric.synth.switch_area --config synth/lean_8x64.toml --out build/switch_area
+
+block-timing: $(STAMP)
+	$(PY) -m smartfabric.synth.block_timing --out build/block_timing
 
 reduce-area: $(STAMP)
 	$(PY) -m smartfabric.synth.reduce_area --inputs 8 --data-width 64 --out build/reduce_area

