@@ -163,9 +163,10 @@ class ReductionEngine(wiring.Component):
         Lane p: whole contribution packets from port p (header and prefix beside the first
         beat, payload from byte lane 0, ``keep`` per ``docs/protocol.md``; the ingress has
         checked framing). A packet ends at ``last``; a last beat with ``err`` set discards the
-        packet silently (the ingress counted it). ``ready`` may depend on ``valid`` and the
-        payload (header checks, ring space, notice arbitration); it never depends on
-        ``result.ready``.
+        packet silently (the ingress counted it). Each lane takes its beats into a one-beat
+        input register and checks a first beat there, so ``ready`` depends on registers of the
+        engine only (that register, ring space, notice arbitration), never on ``valid``, the
+        payload or ``result.ready``.
     result : Out(stream.Signature(ResultBeat(W, N)))
         Result packets (MWr, one per burst) and one-DW notice MWr, never interleaved.
         ``payload.beat``: ``first``/``last``, ``hdr`` (3-DW header when the address is below
@@ -222,9 +223,9 @@ class ReductionEngine(wiring.Component):
     for lack of buffer space: a lane whose group ring is full waits.
 
     Latency: a contribution's beats become reducible when its last beat is taken. On an idle
-    engine with ``result`` ready, the first result beat is transferred 9 cycles after the
-    edge that took the last beat needed (pick 1, plan 1, burst start 1, stage-memory read
-    1, reducer 3, output register 2). Rate: bursts follow each other without gaps, so a
+    engine with ``result`` ready, the first result beat is transferred 10 cycles after the
+    edge at which ``contrib`` handed over the last beat needed (input register 1, pick 1,
+    plan 1, burst start 1, stage-memory read 1, reducer 3, output register 2). Rate: bursts follow each other without gaps, so a
     group whose members keep up gets one result beat per cycle while ``result`` is ready.
     Ordering: a group's results leave in offset order, rounds in order; groups interleave at
     packet granularity.
@@ -387,10 +388,31 @@ class ReductionEngine(wiring.Component):
         # ======================================================================================
         stage_mems = []
         lane_prog = []                 # (strobe, group) of accepted contribution beats
+        inval = Signal()        # comb: what the lanes' registered checks read changes
+        m.d.comb += inval.eq(arm_apply.any() | deact.any() | abort_now.any())
         for p in range(N):
-            s = self.contrib[p]
+            # Each lane takes its beats from a one-beat input register, ``s`` (``s.valid``,
+            # ``s.payload``, and ``s.ready`` = the lane takes it), and checks a first beat as it
+            # enters that register: the checks' carry chains end at registers, one cycle before
+            # the beat is used, instead of at the stage memory's write enable. The checks read
+            # the lane's group state; a commit of this lane updates the registered state it
+            # changes (expected offset, written count) as it updates its own, and an arming,
+            # a deactivation or an abort makes the registered checks stale: they are taken
+            # again from the held beat, and the lane waits a cycle.
+            s_in = self.contrib[p]
+            s = stream.Signature(EgressBeat(W)).create(path=(f"l{p}_in",))
+            checked = Signal(name=f"l{p}_checked")
+            recheck = Signal(name=f"l{p}_recheck")        # comb: check the held beat again
+            m.d.comb += [recheck.eq(s.valid & ~checked),
+                         s_in.ready.eq(~s.valid | (s.ready & checked))]
+            with m.If(s_in.valid & s_in.ready):
+                m.d.sync += [s.valid.eq(1), s.payload.eq(s_in.payload)]
+            with m.Elif(s.valid & s.ready & checked):
+                m.d.sync += s.valid.eq(0)
+            cand = Signal(EgressBeat(W), name=f"l{p}_check_beat")   # the beat being checked
+            m.d.comb += cand.eq(Mux(recheck, s.payload, s_in.payload))
             beat = s.payload
-            hdr, pfx = beat.hdr, beat.pfx
+            hdr, pfx = cand.hdr, cand.pfx
             dw0, dw1 = hdr_dw(hdr, 0), hdr_dw(hdr, 1)
 
             mem = Memory(shape=W, depth=D, init=[])
@@ -454,8 +476,7 @@ class ReductionEngine(wiring.Component):
                 m.d.comb += reason.eq(R.INC_MISMATCH)
             with m.Elif(outside):
                 m.d.comb += reason.eq(R.INC_OUTSIDE)
-            with m.Elif(off_b[2:] != expected):
-                m.d.comb += reason.eq(R.INC_OFFSET)
+            # (the offset check, last, is made when the beat is used: see reason_use)
 
             # header-derived values of an accepted packet
             end_dw = Signal(OW + 1, name=f"l{p}_end_dw")
@@ -465,9 +486,21 @@ class ReductionEngine(wiring.Component):
             m.d.comb += end_rows.eq((end_dw >> lgn) + (op_end_h & (end_dw[:lgn] != 0)))
             row_h = Signal(CW, name=f"l{p}_row_hdr")
             m.d.comb += row_h.eq(Array(wcomp[p])[g_h])
-            commit_w_h = Signal(CW, name=f"l{p}_commit_w_hdr")
-            m.d.comb += commit_w_h.eq(row_h + end_rows - off_b[2 + lgn:2 + OW])
             commit_off_h = Mux(op_end_h, 0, end_dw[:OW])
+
+            # ---- the registered checks of the held beat (see above)
+            reason_q = Signal(REASON_BITS, name=f"l{p}_reason_q")   # all but the offset check
+            g_q = Signal(GROUP_ID_BITS, name=f"l{p}_group_q")
+            rot_q = Signal(range(n), name=f"l{p}_rot_q")
+            len_q = Signal(11, name=f"l{p}_len_q")
+            off_q = Signal(OW, name=f"l{p}_off_q")
+            expected_q = Signal(OW, name=f"l{p}_expected_q")
+            row_q = Signal(CW, name=f"l{p}_row_q")
+            delta_q = Signal(CW, name=f"l{p}_delta_q")    # commit count = row + delta
+            commit_off_q = Signal(OW, name=f"l{p}_commit_off_q")
+            op_end_q = Signal(name=f"l{p}_op_end_q")
+            buf_base_q = Signal(range(D), name=f"l{p}_buf_base_q")
+            buf_mask_q = Signal(CW, name=f"l{p}_buf_mask_q")
 
             # ---- lane registers
             busy = Signal(name=f"l{p}_busy")          # inside a packet
@@ -494,13 +527,13 @@ class ReductionEngine(wiring.Component):
             cur_base = Signal(range(D), name=f"l{p}_cur_base")
             cur_mask = Signal(CW, name=f"l{p}_cur_mask")
             m.d.comb += [
-                cur_g.eq(Mux(first, g_h, grp)),
-                cur_rot.eq(Mux(first, off_b[2:2 + lgn], rot)),
-                cur_row.eq(Mux(first, row_h, row)),
-                cur_left.eq(Mux(first, len_dw, Mux(flush, 0, left))),
+                cur_g.eq(Mux(first, g_q, grp)),
+                cur_rot.eq(Mux(first, rot_q, rot)),
+                cur_row.eq(Mux(first, row_q, row)),
+                cur_left.eq(Mux(first, len_q, Mux(flush, 0, left))),
                 cur_cen.eq(Mux(first, 0, carry_en)),
-                cur_base.eq(Mux(first, c.buf_base, rbase)),
-                cur_mask.eq(Mux(first, c.buf_mask, rmask)),
+                cur_base.eq(Mux(first, buf_base_q, rbase)),
+                cur_mask.eq(Mux(first, buf_mask_q, rmask)),
             ]
 
             # ---- the gearbox: data DW j goes to lane (j + rot) mod n; lanes >= rot of this
@@ -540,12 +573,17 @@ class ReductionEngine(wiring.Component):
             commit = Signal(name=f"l{p}_commit")
             rejected = Signal(name=f"l{p}_rejected")
             prog = Signal(name=f"l{p}_progress")
-            xfer = s.valid & s.ready
+            xfer = s.valid & s.ready & checked
+            reason_use = Signal(REASON_BITS, name=f"l{p}_reason")
+            m.d.comb += reason_use.eq(Mux(reason_q != 0, reason_q,
+                                          Mux(off_q != expected_q, R.INC_OFFSET, 0)))
+            commit_w_first = Signal(CW, name=f"l{p}_commit_w_first")
+            m.d.comb += commit_w_first.eq(row_q + delta_q)
 
             def load_packet():
-                return [grp.eq(g_h), rot.eq(off_b[2:2 + lgn]), rbase.eq(c.buf_base),
-                        rmask.eq(c.buf_mask), c_w.eq(commit_w_h),
-                        c_off.eq(commit_off_h), c_started.eq(~op_end_h)]
+                return [grp.eq(g_q), rot.eq(rot_q), rbase.eq(buf_base_q),
+                        rmask.eq(buf_mask_q), c_w.eq(commit_w_first),
+                        c_off.eq(commit_off_q), c_started.eq(~op_end_q)]
 
             def advance():
                 return [row.eq(cur_row + 1), left.eq(cur_left - v), carry.eq(rotated),
@@ -582,12 +620,14 @@ class ReductionEngine(wiring.Component):
                                 m.d.comb += commit.eq(1)
                                 m.d.sync += busy.eq(0)
             with m.Else():                                    # a first beat
-                with m.If(reason != 0):
+                with m.If(~checked):
+                    pass                                      # checked again this cycle
+                with m.Elif(reason_use != 0):
                     m.d.comb += [nreq_valid[1 + p].eq(s.valid), s.ready.eq(ngnt[1 + p])]
                     with m.If(xfer):
                         m.d.comb += rejected.eq(1)
                         m.d.sync += [busy.eq(~beat.last), drop.eq(1)]
-                with m.Elif(kill_now.bit_select(g_h, 1)):
+                with m.Elif(kill_now.bit_select(g_q, 1)):
                     pass                                      # decide again next cycle
                 with m.Else():
                     m.d.comb += s.ready.eq(space_ok)
@@ -605,16 +645,39 @@ class ReductionEngine(wiring.Component):
 
             lane_prog.append((prog, cur_g))
             m.d.comb += [
-                nreq[1 + p].port.eq(p), nreq[1 + p].group.eq(g_h),
-                nreq[1 + p].reason.eq(reason), nreq[1 + p].kind.eq(F.IncNoticeKind.REJECTED),
-                nreq[1 + p].at_group.eq((reason != R.MALFORMED) &
-                                        (reason != R.INC_BAD_GROUP) & (reason != R.PARITY)),
+                nreq[1 + p].port.eq(p), nreq[1 + p].group.eq(g_q),
+                nreq[1 + p].reason.eq(reason_use),
+                nreq[1 + p].kind.eq(F.IncNoticeKind.REJECTED),
+                nreq[1 + p].at_group.eq((reason_use != R.MALFORMED) &
+                                        (reason_use != R.INC_BAD_GROUP) &
+                                        (reason_use != R.PARITY)),
             ]
 
             # ---- commit: the packet is applied (its rows become reducible)
-            commit_w = Mux(first, commit_w_h, c_w)
-            commit_off = Mux(first, commit_off_h, c_off)
-            commit_started = Mux(first, ~op_end_h, c_started)
+            commit_w = Mux(first, commit_w_first, c_w)
+            commit_off = Mux(first, commit_off_q, c_off)
+            commit_started = Mux(first, ~op_end_q, c_started)
+
+            # ---- take the checks: of the beat entering the input register, or of the held
+            # beat again; a commit of this lane in the same cycle is forwarded
+            committed_expected = Mux(commit_started, commit_off, 0)
+            same_g = commit & (cur_g == g_h)
+            capture = (s_in.valid & s_in.ready) | recheck
+            with m.If(capture):
+                m.d.sync += [
+                    checked.eq(~inval),
+                    reason_q.eq(reason), g_q.eq(g_h), rot_q.eq(off_b[2:2 + lgn]),
+                    len_q.eq(len_dw), off_q.eq(off_b[2:SIZE_BITS]),
+                    expected_q.eq(Mux(same_g, committed_expected, expected)),
+                    row_q.eq(Mux(same_g, commit_w, row_h)),
+                    delta_q.eq(end_rows - off_b[2 + lgn:2 + OW]),
+                    commit_off_q.eq(commit_off_h), op_end_q.eq(op_end_h),
+                    buf_base_q.eq(c.buf_base), buf_mask_q.eq(c.buf_mask),
+                ]
+            with m.Else():
+                m.d.sync += checked.eq(checked & ~inval)
+                with m.If(commit & (cur_g == g_q)):
+                    m.d.sync += [expected_q.eq(committed_expected), row_q.eq(commit_w)]
             m.d.comb += [exp_wr.addr.eq(cur_g), exp_wr.data.eq(commit_off),
                          exp_wr.en.eq(commit)]
             for g in range(G):
@@ -624,7 +687,8 @@ class ReductionEngine(wiring.Component):
             ev = self.lane_events[p]
             m.d.sync += [ev.accept.eq(commit), ev.reject.eq(rejected)]
             with m.If(rejected):
-                m.d.sync += [ev.reason.eq(reason), ev.hdr.eq(hdr), ev.pfx.eq(pfx)]
+                m.d.sync += [ev.reason.eq(reason_use), ev.hdr.eq(beat.hdr),
+                             ev.pfx.eq(beat.pfx)]
 
         # ======================================================================================
         # readiness of each group
