@@ -242,7 +242,7 @@ class IngressPort(wiring.Component):
         in_len = hdr_field(in_dw0, F.DW0, "length")
         in_data_bytes = Mux(in_len == 0, 1024, in_len) << 2
         index_pos = Mux(mc.index_pos < 12, 12, mc.index_pos)
-        # Each comparison below is one carry chain from the registers: the group index is
+        # Each check below takes one carry chain and masks: the group index is
         # ``offset >> index_pos``, so "index <= num_group" is "no offset bit at or above
         # index_pos + 5 is set, and the 5 bits at index_pos are <= num_group", and "the last
         # byte is in the same group" is "offset and last offset agree at and above index_pos".

