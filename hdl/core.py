@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
 from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow, STAMP_BITS,
-                      routing_config_members, group_table_members)
+                      routing_config_members, group_table_members, first_one_hot,
+                      one_hot_select)
 from .allocator import IslipAllocator
 from .reduce_engine import ResultBeat
 
@@ -139,19 +140,20 @@ class SwitchCore(wiring.Component):
         overlay_mask = [Signal(64, name=f"overlay_mask{o}") for o in range(n)]
         overlay_on = Signal(n)
         for o in range(n):
+            # the lowest-numbered enabled window of port o (base and span: 0 when none is)
             rx = receiver_windows[o]
-            m.d.sync += [rx.valid.eq(0), rx.parity_error.eq(0)]
-            for k in reversed(range(p.n_windows)):   # the lowest-numbered window wins
-                w = self.windows[k]
-                with m.If(w.enable & (w.port == o)):
-                    m.d.sync += [rx.valid.eq(1), rx.base.eq(w.base),
-                                 rx.span.eq(w.limit - w.base)]
+            mine = [w.enable & (w.port == o) for w in self.windows]
+            pick = first_one_hot(mine)
+            base = one_hot_select(pick, [w.base for w in self.windows])
+            limit = one_hot_select(pick, [w.limit for w in self.windows])
             # a window that fails its parity check at or above the receiver window's
             # priority hides which window that is (docs/protocol.md section 9)
-            for k in reversed(range(p.n_windows)):
-                w = self.windows[k]
-                with m.If((w.enable & (w.port == o)) | self.window_parity[k]):
-                    m.d.sync += rx.parity_error.eq(self.window_parity[k])
+            decides = first_one_hot([mine[k] | self.window_parity[k]
+                                     for k in range(p.n_windows)])
+            m.d.sync += [rx.valid.eq(Cat(mine).any()), rx.base.eq(base),
+                         rx.span.eq(limit - base),
+                         rx.parity_error.eq(Cat(d & self.window_parity[k]
+                                                for k, d in enumerate(decides)).any())]
             ov = self.overlays[o]
             m.d.sync += [overlay_base[o].eq(ov.base),
                          overlay_mask[o].eq((C(1, 65) << ov.size) - 1),

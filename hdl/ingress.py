@@ -10,7 +10,8 @@ from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field, hdr_address, with_a
 from .params import SwitchParams
 
 __all__ = ["WindowEntry", "IdRouteEntry", "McWindow", "ReceiverWindow", "Rewrite",
-           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members", "STAMP_BITS"]
+           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members", "STAMP_BITS",
+           "first_one_hot", "one_hot_select"]
 
 #: Width of the latency stamp a packet carries from its ingress to its egress
 #: (``docs/telemetry.md`` section 1): the switch's ``LatencyTimer`` width.
@@ -134,9 +135,16 @@ def _address(m, hdr):
     return address
 
 
-def _one_hot_select(select, values):
+def first_one_hot(bits):
+    """One-hot of the lowest-numbered set bit of ``bits`` (a list of 1-bit values), as a list;
+    all 0 when none is set."""
+    return [b & ~Cat(bits[:k]).any() if k else b for k, b in enumerate(bits)]
+
+
+def one_hot_select(select, values):
     """``values[k]`` for the one bit ``k`` set in ``select`` (0 when none is): an AND-OR, so
-    its depth grows with log2 of the entries, not with their number as a priority chain's."""
+    its depth grows with log2 of the entries, not with their number as a priority chain's,
+    and it maps to fewer LUTs."""
     terms = [Mux(select[k], v, 0) for k, v in enumerate(values)]
     acc = terms[0]
     for t in terms[1:]:
@@ -269,10 +277,8 @@ class IngressPort(wiring.Component):
                          end_address.eq(in_address + (in_data_bytes - 1))]
             matches = [w.enable & (w.base <= in_address) & (in_address <= w.limit) & (w.port < n)
                        for w in self.windows]
-            m.d.sync += window_match.eq(Cat(matches))
-            for k in range(p.n_windows):
-                m.d.sync += window_first[k].eq(matches[k] & ~Cat(matches[:k]).any()
-                                               if k else matches[0])
+            m.d.sync += [window_match.eq(Cat(matches)),
+                         window_first.eq(Cat(first_one_hot(matches)))]
             for k, r in enumerate(self.id_routes):
                 m.d.sync += id_match[k].eq(r.enable & (r.bus_lo <= in_bus) &
                                            (in_bus <= r.bus_hi) & (r.port < n))
@@ -334,9 +340,9 @@ class IngressPort(wiring.Component):
         win_limit = Signal(64)
         m.d.comb += [
             win_hit.eq(window_match.any()),
-            win_port.eq(_one_hot_select(window_first, [w.port for w in self.windows])),
-            win_base.eq(_one_hot_select(window_first, [w.base for w in self.windows])),
-            win_limit.eq(_one_hot_select(window_first, [w.limit for w in self.windows])),
+            win_port.eq(one_hot_select(window_first, [w.port for w in self.windows])),
+            win_base.eq(one_hot_select(window_first, [w.base for w in self.windows])),
+            win_limit.eq(one_hot_select(window_first, [w.limit for w in self.windows])),
         ]
         # Parity (docs/protocol.md section 9): the window that decides is the lowest-numbered
         # one that matches or fails its parity check; when it is the latter, the match is not
