@@ -27,7 +27,7 @@ __all__ = ["WRAPPER_NAME", "DEVICES", "run_ecp5", "wrapper_verilog", "top_ports"
            "add_arguments", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
-#: Widest register of the pin wrapper (bits).
+#: Longest shift register of the pin wrapper, in stages (see :func:`run_ecp5`).
 WRAPPER_CHUNK = 1024
 
 # Device flags nextpnr-ecp5 knows (``--<device>``).
@@ -71,6 +71,8 @@ def wrapper_verilog(ports, module=TOP_NAME, wrapper=WRAPPER_NAME):
     outs = [(n, w) for d, n, w in ports if d == "output"]
     n_in = sum(w for _, w in ins)
     n_out = sum(w for _, w in outs)
+    if not (n_in and n_out):
+        raise ValueError(f"module {module} needs an input besides clk and rst, and an output")
     conns, pos = [".clk(clk)", ".rst(rst_q)"], 0
     for n, w in ins:
         conns.append(f".{n}(isr[{pos + w - 1}:{pos}])")

@@ -90,6 +90,11 @@ def test_yosys_maps_a_wrapper_of_thousands_of_bits(tmp_path):
     assert sum(c["type"] == "TRELLIS_FF" for c in cells.values()) == 4200 + 2 * 4200 + 1
 
 
+def test_wrapper_rejects_a_module_without_data_ports():
+    with pytest.raises(ValueError, match="needs an input"):
+        ecp5.wrapper_verilog([("input", "clk", 1), ("input", "rst", 1), ("output", "x", 4)])
+
+
 def test_top_ports_rejects_missing_module():
     with pytest.raises(ValueError, match="no ports"):
         ecp5.top_ports("module other(a);\n  input a;\nendmodule\n")
