@@ -308,12 +308,8 @@ class SwitchCore(wiring.Component):
                                              alloc.matches[i][o]))
             head = Signal(queued_layout, name=f"xbar_head{o}")
             head_valid = Signal(name=f"xbar_head_valid{o}")
-            terms = [Mux(select[i], voq[i][o].r_data, 0) for i in range(sources)]
-            acc = terms[0]
-            for t in terms[1:]:
-                acc = acc | t
             m.d.comb += [
-                head.eq(acc),
+                head.eq(one_hot_select(select, [voq[i][o].r_data for i in range(sources)])),
                 head_valid.eq((select & Cat(voq[i][o].r_rdy for i in range(sources))).any()),
             ]
             move = Signal(name=f"xbar_move{o}")
