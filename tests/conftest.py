@@ -1,6 +1,7 @@
 """Shared pytest fixtures."""
 
 import os
+import random
 
 import pytest
 
@@ -8,10 +9,15 @@ import pytest
 @pytest.fixture
 def seed(request):
     """The seed of a random test: ``SMARTFABRIC_SEED`` if set, else the test module's
-    ``DEFAULT_SEED``; printed so a failure can be rerun. Modules with their own ``seed``
-    fixture (a fresh random default) override this one."""
+    ``DEFAULT_SEED`` when it has one, else a fresh random seed; printed so a failure can be
+    rerun."""
     env = os.environ.get("SMARTFABRIC_SEED")
-    s = int(env, 0) if env else request.module.DEFAULT_SEED
+    if env:
+        s = int(env, 0)
+    else:
+        s = getattr(request.module, "DEFAULT_SEED", None)
+        if s is None:
+            s = random.SystemRandom().randrange(1 << 31)
     print(f"{request.node.name}: seed {s} (rerun with SMARTFABRIC_SEED={s})")
     return s
 

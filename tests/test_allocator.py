@@ -1,19 +1,11 @@
 """Block-level tests of the iSLIP allocator (Amaranth simulator)."""
 
-import os
 import random
 
 import pytest
 from amaranth.sim import Simulator
 
 from smartfabric.hdl.allocator import IslipAllocator
-
-
-@pytest.fixture
-def seed():
-    s = int(os.environ.get("SMARTFABRIC_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
 
 
 def simulate(n, requests_per_cycle, **kwargs):

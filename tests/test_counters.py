@@ -1,7 +1,6 @@
 # amaranth: UnusedElaboratable=no
 """Block-level tests of the block-RAM counter bank (hdl/counters.py) in Amaranth's simulator."""
 
-import os
 import random
 
 import pytest
@@ -9,13 +8,6 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from smartfabric.hdl.counters import CounterBank
-
-
-@pytest.fixture
-def seed():
-    s = int(os.environ.get("SMARTFABRIC_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
 
 
 def _run_bank(widths, cycles, draw_inc, draw_read, reset_at=()):

@@ -9,7 +9,6 @@ few DWs either side of a window's or a multicast group's last byte. Each packet'
 ingress's drop reason, or none) and every delivered copy (egress, header, payload) are
 compared with the golden model."""
 
-import os
 import random
 
 import pytest
@@ -23,13 +22,6 @@ from smartfabric.models.switch_model import SwitchModel, SwitchConfig, Packet, B
 
 FIELDS = ("data", "keep", "first", "last", "hdr", "pfx")
 TOP = 1 << 64
-
-
-@pytest.fixture
-def seed():
-    s = int(os.environ.get("SMARTFABRIC_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
 
 
 def _random_window(rng, n, port):

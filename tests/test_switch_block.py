@@ -1,7 +1,6 @@
 """Block-level tests of the whole switch in Amaranth's simulator: the widths (256, 512 bits)
 and port counts the Verilator/Icarus matrix does not build, and the ready-path rule."""
 
-import os
 import random
 
 import pytest
@@ -16,13 +15,6 @@ from smartfabric.models import tlp_build as tb
 from test_regblock import write_reg, read_reg   # AXI4-Lite helpers for Amaranth's simulator
 
 FIELDS = ("data", "keep", "first", "last", "hdr", "pfx")
-
-
-@pytest.fixture
-def seed():
-    s = int(os.environ.get("SMARTFABRIC_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
 
 
 def _config(params):

@@ -20,13 +20,6 @@ from smartfabric.models.formats import DropReason, SfKind, sf_prefix
 from smartfabric.verif.capture import decode_capture, format_capture_table, ring_order
 
 
-@pytest.fixture
-def seed():
-    s = int(os.environ.get("SMARTFABRIC_SEED") or random.SystemRandom().randrange(1 << 31))
-    print(f"seed {s} (rerun with SMARTFABRIC_SEED={s})")
-    return s
-
-
 def run(dut, bench):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
