@@ -21,7 +21,7 @@ from smartfabric.models.regmodel import RegisterModel
 from smartfabric.models import tlp_build as tb
 
 from test_regblock import write_reg, read_reg
-from test_switch_block import _config, _program, seed   # noqa: F401 (fixture)
+from test_switch_block import _config, _program
 
 N_BUCKETS = 16
 # Handshake to handshake: SwitchCore's zero-load latency (valid after edge t+3) plus the
