@@ -7,9 +7,8 @@ from amaranth.lib.wiring import In, Out
 
 from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
-from .ingress import (IngressPort, IngressEvents, Rewrite, ReceiverWindow, STAMP_BITS,
-                      routing_config_members, group_table_members, first_one_hot,
-                      one_hot_select)
+from .ingress import (IngressPort, IngressEvents, Rewrite, STAMP_BITS,
+                      routing_config_members, group_table_members, one_hot_select)
 from .allocator import IslipAllocator
 from .reduce_engine import ResultBeat
 
@@ -87,9 +86,14 @@ class SwitchCore(wiring.Component):
     egress_meta : Out(EgressMeta).array(N)
         The stamp and origin of the beat on ``egress[q]`` (combinational from the egress
         buffer's head, like the beat).
-    port_enable, completer_id, root_port, root_valid, windows, id_routes, mc, mc_receive,
-    overlays : In
-        Configuration (from the register block).
+    port_enable, completer_id, root_port, root_valid, windows, window_parity, id_routes, mc,
+    mc_receive, overlays : In
+        Configuration (from the register block; the windows and their parity from a
+        ``hdl.window_table.WindowTable``).
+    receiver_windows : In(ReceiverWindow).array(N)
+        Each port's receiver window, derived from ``windows`` and one cycle behind them
+        (``WindowTable.receiver_windows``): read by the ingress ports' spill checks and by
+        the copy addressing of each egress.
     group_addr, group_en, group_data : array(N)
         One read port of the Hypercast group table per ingress.
 
@@ -117,8 +121,7 @@ class SwitchCore(wiring.Component):
             "now": In(STAMP_BITS),
             "egress_meta": Out(EgressMeta).array(n),
             "engine_parity_drops": Out(n),
-            **{name: member for name, member in routing_config_members(params).items()
-               if name != "receiver_windows"},
+            **routing_config_members(params),
             "overlays": In(data.ArrayLayout(Overlay, n)),
             **{name: member.array(n) for name, member in group_table_members(params).items()},
         })
@@ -135,25 +138,11 @@ class SwitchCore(wiring.Component):
         buffered_layout = data.StructLayout({"queued": queued_layout, "engine": 1})
 
         # ---- per-egress copy addressing, derived from the configuration (one cycle) ----
-        receiver_windows = [Signal(ReceiverWindow, name=f"receiver_window{o}") for o in range(n)]
+        receiver_windows = self.receiver_windows
         overlay_base = [Signal(64, name=f"overlay_base{o}") for o in range(n)]
         overlay_mask = [Signal(64, name=f"overlay_mask{o}") for o in range(n)]
         overlay_on = Signal(n)
         for o in range(n):
-            # the lowest-numbered enabled window of port o (base and span: 0 when none is)
-            rx = receiver_windows[o]
-            mine = [w.enable & (w.port == o) for w in self.windows]
-            pick = first_one_hot(mine)
-            base = one_hot_select(pick, [w.base for w in self.windows])
-            limit = one_hot_select(pick, [w.limit for w in self.windows])
-            # a window that fails its parity check at or above the receiver window's
-            # priority hides which window that is (docs/protocol.md section 9)
-            decides = first_one_hot([mine[k] | self.window_parity[k]
-                                     for k in range(p.n_windows)])
-            m.d.sync += [rx.valid.eq(Cat(mine).any()), rx.base.eq(base),
-                         rx.span.eq(limit - base),
-                         rx.parity_error.eq(Cat(d & self.window_parity[k]
-                                                for k, d in enumerate(decides)).any())]
             ov = self.overlays[o]
             m.d.sync += [overlay_base[o].eq(ov.base),
                          overlay_mask[o].eq((C(1, 65) << ov.size) - 1),
@@ -168,7 +157,7 @@ class SwitchCore(wiring.Component):
             m.d.comb += [self.ingress_events[i].eq(port.events), port.now.eq(self.now)]
             for name in routing_config_members(p):
                 dst = getattr(port, name)
-                src = receiver_windows if name == "receiver_windows" else getattr(self, name)
+                src = getattr(self, name)
                 if isinstance(dst, list):       # a table: one member per entry
                     m.d.comb += [d.eq(s) for d, s in zip(dst, src, strict=True)]
                 else:

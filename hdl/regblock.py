@@ -106,6 +106,12 @@ def _pipelined_address_mux(m, addrs, leaves, radix, name):
     return _address_mux(addrs[-1], dict(items))
 
 
+def _top_name(reg):
+    """The first name of a register's path, without indexes (``"window[3].base_lo"`` ->
+    ``"window"``)."""
+    return re.split(r"[\[.]", reg.path, maxsplit=1)[0]
+
+
 def _address_set(addr, members):
     """One-bit function of ``addr``: whether it is in the set ``members`` of word addresses.
 
@@ -210,6 +216,11 @@ class RegisterBlock(wiring.Component):
       before the previous ``bvalid`` was accepted. The new value is on ``hw_r`` in the same
       cycle as ``bvalid`` rises. One write is outstanding at a time (a second AW/W is taken
       and held while ``bvalid`` waits for ``bready``). ``wstrb`` selects the bytes written.
+    * **Writes applied later** (``applied_writes``): a write to a register of one of those
+      arrays is stored (``hw_r``, ``swmod``) as above, but its ``bvalid`` rises only at the
+      first clock edge, from the cycle after (when ``hw_r`` shows the new value) on, where
+      :attr:`write_applied` is high. The parent raises it in the cycle before the write
+      takes effect in its own copy of the configuration.
     * **Responses**: OKAY for every address that maps a register word, including writes to
       read-only registers and fields, which are ignored. SLVERR for an address that maps no
       register; such a read returns 0, such a write changes nothing.
@@ -296,6 +307,10 @@ class RegisterBlock(wiring.Component):
     window_latency : dict of str to int, optional
         Read latency of read windows (see ``read_windows`` above), 1 to 4 each; the read
         multiplexer gets at least that many stages.
+    applied_writes : iterable of str
+        Registers or register arrays, by the first name of their path (``"window"`` for
+        every ``window[k].*``), whose writes are applied later by the parent: their write
+        response waits for :attr:`write_applied`. Not for external registers.
     rdl_path : str or Path, optional
         Register map source; ``smartfabric.rdl`` beside this module when omitted.
 
@@ -315,6 +330,9 @@ class RegisterBlock(wiring.Component):
         See above.
     parity_invert, memory_written : dict of str to Signal
         See above (``parity_invert``: driven by the parent, for ``parity_memories`` only).
+    write_applied : Signal
+        Driven by the parent when ``applied_writes`` is not empty (see "Writes applied later"
+        above); not a port of the signature.
     memories : dict of str to Memory
     read_windows : dict of str to ReadWindow
 
@@ -330,7 +348,8 @@ class RegisterBlock(wiring.Component):
     READ_MUX_RADIX = 16
 
     def __init__(self, *, n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgroups=64,
-                 capture_depth=64, parity_memories=(), window_latency=None, rdl_path=None):
+                 capture_depth=64, parity_memories=(), window_latency=None,
+                 applied_writes=(), rdl_path=None):
         if rdl_path is None:
             rdl_path = Path(__file__).resolve().parent / "smartfabric.rdl"
         self.n_ports = n_ports
@@ -362,6 +381,13 @@ class RegisterBlock(wiring.Component):
                 self._MustUse__silence = True
                 raise ValueError(f"window_latency: {name!r}: {latency!r} (read windows: "
                                  f"{sorted(windows)}; latency 1 to 4)")
+        arrays = {_top_name(r) for r in self.registers if not r.external}
+        self.applied_writes = tuple(applied_writes)
+        for name in self.applied_writes:
+            if name not in arrays:
+                self._MustUse__silence = True
+                raise ValueError(f"applied_writes: {name!r} is not a register array of the map")
+        self.write_applied = Signal()
         low_words = [r.address >> 2 for r in self.registers if not r.external]
         high_halves = [r.address >> 2 for r in self.registers
                        if r.width == 2 * dw and not r.external]
@@ -591,14 +617,24 @@ class RegisterBlock(wiring.Component):
             m.d.sync += [w_held.eq(1), w_data.eq(self.s_axil_wdata), w_strb.eq(self.s_axil_wstrb)]
 
         wr_go = Signal()        # both held, and the previous response was taken
-        m.d.comb += wr_go.eq(aw_held & w_held & ~self.s_axil_bvalid)
+        b_waiting = Signal()    # a write of ``applied_writes`` waits for ``write_applied``
+        m.d.comb += wr_go.eq(aw_held & w_held & ~self.s_axil_bvalid & ~b_waiting)
+        applied_words = {r.address >> 2 for r in self.registers
+                         if not r.external and _top_name(r) in self.applied_writes}
+        wr_applied_later = _address_set(wr_addr, applied_words) if applied_words else Const(0, 1)
         # A memory word is written whole: partial strobes are refused.
         memory_words = [words for name, words in external_words.items() if name in self.memories]
         wr_external = _address_set(wr_addr, set().union(*memory_words))
         wr_ok = _address_set(wr_addr, mapped) & ~(wr_external & (w_strb != 0b1111))
         with m.If(wr_go):
-            m.d.sync += [aw_held.eq(0), w_held.eq(0), self.s_axil_bvalid.eq(1),
+            m.d.sync += [aw_held.eq(0), w_held.eq(0),
                          self.s_axil_bresp.eq(Mux(wr_ok, _OKAY, _SLVERR))]
+            with m.If(wr_applied_later):
+                m.d.sync += b_waiting.eq(1)
+            with m.Else():
+                m.d.sync += self.s_axil_bvalid.eq(1)
+        with m.If(b_waiting & self.write_applied):
+            m.d.sync += [b_waiting.eq(0), self.s_axil_bvalid.eq(1)]
         for name, words in external_words.items():
             if name not in self.memories:
                 continue

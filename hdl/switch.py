@@ -16,6 +16,7 @@ from .regblock import RegisterBlock
 from .telemetry import (CaptureSource, GroupStatistics, HeaderCapture, LatencyHistogram,
                         LatencyTimer, LinkMonitor, elapsed_cycles)
 from .tlp import IngressBeat, EgressBeat
+from .window_table import WindowTable
 
 __all__ = ["SmartfabricSwitch", "COUNTERS", "VERSION"]
 
@@ -97,7 +98,8 @@ class SmartfabricSwitch(wiring.Component):
                                   n_rgroups=params.n_rgroups,
                                   capture_depth=params.capture_depth,
                                   parity_memories=("hc_group",),
-                                  window_latency={"port": CounterBank.READ_LATENCY})
+                                  window_latency={"port": CounterBank.READ_LATENCY},
+                                  applied_writes=("window",))
         members = _port_members(params)
         for name, member in self.regs.signature.members.items():
             members[name] = member
@@ -159,9 +161,18 @@ class SmartfabricSwitch(wiring.Component):
         # written with every write of one of them (the strobe comes with the new value).
         window_fields = ("base_lo.value", "base_hi.value", "limit_lo.value", "limit_hi.value",
                          "ctrl.port", "ctrl.enable")
+        # The core routes by the window table's copy, which takes a write over together with
+        # the receiver windows derived from it; the write's response waits for that.
+        table = m.submodules.window_table = WindowTable(p)
+        m.d.comb += [core.window_parity.eq(table.live_parity),
+                     regs.write_applied.eq(table.applied)]
+        for k in range(p.n_windows):
+            m.d.comb += core.windows[k].eq(table.live[k])
+        for o in range(n):
+            m.d.comb += core.receiver_windows[o].eq(table.receiver_windows[o])
         window_written = []
         for k in range(p.n_windows):
-            w = core.windows[k]
+            w = table.windows[k]
             f = lambda reg: hw_r[f"window[{k}].{reg}"]
             m.d.comb += [
                 w.base.eq(Cat(f("base_lo.value"), f("base_hi.value"))),
@@ -177,8 +188,9 @@ class SmartfabricSwitch(wiring.Component):
             parity = Signal(name=f"window{k}_parity")
             with m.If(written):
                 m.d.sync += parity.eq(bits ^ injecting(ParityTarget.WINDOW))
-            m.d.comb += core.window_parity[k].eq(
+            m.d.comb += table.window_parity[k].eq(
                 Mux(written, injecting(ParityTarget.WINDOW), bits ^ parity))
+        m.d.comb += table.changed.eq(Cat(window_written).any())
         for k in range(p.n_id_routes):
             r = core.id_routes[k]
             for name in ("bus_lo", "bus_hi", "port", "enable"):

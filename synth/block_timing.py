@@ -50,6 +50,11 @@ def _engine(p):
     return ReductionEngine(p)
 
 
+def _windows(p):
+    from ..hdl.window_table import WindowTable
+    return WindowTable(p)
+
+
 def _regs(p):
     from ..hdl.switch import SmartfabricSwitch
     switch = SmartfabricSwitch(p)
@@ -67,7 +72,9 @@ def _capture(p):
 BLOCKS = {
     "ingress": ("one ingress port (hdl.ingress.IngressPort, port 0)", _ingress),
     "core": ("the switch core: ingress ports, VOQs, allocator, crossbar, copy addressing "
-             "(hdl.core.SwitchCore)", _core),
+             "(hdl.core.SwitchCore; the window table is the block `windows`)", _core),
+    "windows": ("the window table and its receiver-window scan (hdl.window_table.WindowTable)",
+                _windows),
     "engine": ("the reduction engine (hdl.reduce_engine.ReductionEngine)", _engine),
     "regs": ("the AXI4-Lite register block (hdl.regblock.RegisterBlock)", _regs),
     "capture": ("the header capture (hdl.telemetry.HeaderCapture)", _capture),

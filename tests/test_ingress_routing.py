@@ -1,6 +1,7 @@
 """Block-level test of the routing arithmetic in Amaranth's simulator: the switch core
-(ingress ports, VOQs, crossbar, copy addressing) with its configuration driven directly, so
-every round can draw new windows and a new multicast window in a few cycles.
+(ingress ports, VOQs, crossbar, copy addressing) and the window table that derives its
+receiver windows, with their configuration driven directly, so every round can draw new
+windows and a new multicast window in a few cycles.
 
 The system benches give every port one window of the same size, aligned far from any
 boundary. Here windows have random sizes (a receiver window may be smaller than the source
@@ -12,10 +13,12 @@ compared with the golden model."""
 import random
 
 import pytest
+from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
 from smartfabric.hdl.core import SwitchCore
 from smartfabric.hdl.params import SwitchParams
+from smartfabric.hdl.window_table import WindowTable
 from smartfabric.models import tlp_build as tb
 from smartfabric.models.formats import SfKind, sf_prefix, DropReason
 from smartfabric.models.switch_model import SwitchModel, SwitchConfig, Packet, Beat
@@ -101,10 +104,23 @@ def _random_write(rng, cfg, src):
     return hdr, pfx, rng.randbytes(nbytes)
 
 
-def _apply(ctx, dut, cfg):
-    """Drive the core's configuration inputs from ``cfg`` (what the register block does)."""
+def _core_with_window_table(params):
+    """A SwitchCore routing by a WindowTable's copy of the windows, wired as in the switch."""
+    m = Module()
+    core = m.submodules.core = SwitchCore(params)
+    table = m.submodules.window_table = WindowTable(params)
+    m.d.comb += core.window_parity.eq(table.live_parity)
+    m.d.comb += [core.windows[k].eq(table.live[k]) for k in range(params.n_windows)]
+    m.d.comb += [core.receiver_windows[o].eq(table.receiver_windows[o])
+                 for o in range(params.n_ports)]
+    return m, core, table
+
+
+async def _apply(ctx, dut, table, cfg):
+    """Drive the configuration inputs from ``cfg`` (what the register block does) and wait
+    until the core routes by it."""
     for k, (base, limit, port, enable) in enumerate(cfg.windows):
-        w = dut.windows[k]
+        w = table.windows[k]
         ctx.set(w.base, base)
         ctx.set(w.limit, limit)
         ctx.set(w.port, port)
@@ -119,6 +135,11 @@ def _apply(ctx, dut, cfg):
         base, size = cfg.mc_overlay[p]
         ctx.set(dut.overlays[p].base, base)
         ctx.set(dut.overlays[p].size, size)
+    ctx.set(table.changed, 1)
+    await ctx.tick()
+    ctx.set(table.changed, 0)
+    await ctx.tick().until(table.applied)
+    await ctx.tick().repeat(2)         # receiver windows (one cycle behind), overlays
 
 
 @pytest.mark.parametrize("n_ports,n_windows", [(4, 4)])
@@ -129,7 +150,7 @@ def test_routing_edges(n_ports, n_windows, seed):
     params = SwitchParams(n_ports=n_ports, data_width=64, max_payload=128, voq_depth=16,
                           n_windows=n_windows, n_id_routes=1, n_groups=2, n_rgroups=1,
                           reduce_buffer_beats=32, reduce_dtypes=("int8",), capture_depth=2)
-    dut = SwitchCore(params)
+    top, dut, table = _core_with_window_table(params)
     rounds, per_round = 24, 24
     state = {"cfg": None, "model": None, "got": [[] for _ in range(n_ports)],
              "sent": 0, "delivered": 0, "verdicts": 0, "reasons": {}}
@@ -166,8 +187,7 @@ def test_routing_edges(n_ports, n_windows, seed):
             cfg = _random_config(rng, params)
             model = SwitchModel(cfg)
             state["cfg"], state["model"] = cfg, model
-            _apply(ctx, dut, cfg)
-            await ctx.tick().repeat(2)         # receiver windows and overlays are registered
+            await _apply(ctx, dut, table, cfg)
             for _ in range(per_round):
                 src = rng.randrange(n_ports)
                 hdr, pfx, payload = _random_write(rng, cfg, src)
@@ -202,7 +222,7 @@ def test_routing_edges(n_ports, n_windows, seed):
             assert reason in flat, f"no packet ended as {reason.name}"
         assert state["delivered"] > 0
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(main)
 

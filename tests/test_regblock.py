@@ -708,6 +708,85 @@ def test_latency_contract():
     run(dut, tb, "latency")
 
 
+@pytest.mark.parametrize("delay", [0, 1, 7])
+def test_applied_writes_wait_for_write_applied(delay):
+    """A write of an ``applied_writes`` array is stored at once (``hw_r``, ``swmod``), but
+    its bvalid rises only at the edge where ``write_applied`` is high, however long the
+    parent takes; a second write waits for that response; other registers answer as usual."""
+    dut = RegisterBlock(**SMALL, applied_writes=("window",))
+    model = RegisterModel(**SMALL)
+    seen = []
+
+    async def parent(ctx):
+        # Raise write_applied `delay` cycles after the swmod strobe of a window write; keep
+        # it low otherwise.
+        while True:
+            await ctx.tick()
+            if ctx.get(dut.swmod["window[1].base_lo.value"]):
+                seen.append("swmod")
+                for _ in range(delay):
+                    await ctx.tick()
+                ctx.set(dut.write_applied, 1)
+                await ctx.tick()
+                ctx.set(dut.write_applied, 0)
+
+    async def start_write(ctx, path, value):
+        ctx.set(dut.s_axil_awaddr, model.address(path))
+        ctx.set(dut.s_axil_wdata, value)
+        ctx.set(dut.s_axil_wstrb, 0xF)
+        ctx.set(dut.s_axil_awvalid, 1)
+        ctx.set(dut.s_axil_wvalid, 1)
+        await ctx.tick()
+        ctx.set(dut.s_axil_awvalid, 0)
+        ctx.set(dut.s_axil_wvalid, 0)
+
+    async def cycles_until(ctx, signal):
+        n = 0
+        while not ctx.get(signal):
+            await ctx.tick()
+            n += 1
+        return n
+
+    async def tb(ctx):
+        ctx.set(dut.s_axil_bready, 1)
+        await start_write(ctx, "window[1].base_lo", 0x1234_5000)
+        await ctx.tick()                   # the write is stored at this edge
+        assert ctx.get(dut.hw_r["window[1].base_lo.value"]) == 0x1234_5000
+        assert not ctx.get(dut.s_axil_bvalid)
+        # bvalid rises at the edge where write_applied is high (delay + 1 cycles on)
+        assert await cycles_until(ctx, dut.s_axil_bvalid) == delay + 1
+        assert ctx.get(dut.s_axil_bresp) == OKAY
+        await ctx.tick()
+        assert not ctx.get(dut.s_axil_bvalid)
+        # not a window: the usual 2 cycles, write_applied never raised
+        await start_write(ctx, "switch_id", 0xBEEF)
+        assert await cycles_until(ctx, dut.s_axil_bvalid) == 1
+        await ctx.tick()
+        # a second write behind a held one waits for its response
+        ctx.set(dut.s_axil_bready, 0)
+        await start_write(ctx, "window[1].base_lo", 0x7000)
+        await aw_put(ctx, dut, model.address("scratch"))     # taken, and held
+        await w_put(ctx, dut, 0x55)
+        await ctx.tick().repeat(delay + 2)
+        assert ctx.get(dut.s_axil_bvalid)
+        assert ctx.get(dut.hw_r["window[1].base_lo.value"]) == 0x7000
+        ctx.set(dut.s_axil_bready, 1)
+        await ctx.tick()                   # the window write's response is taken
+        assert await cycles_until(ctx, dut.s_axil_bvalid) == 1     # then the scratch write
+        await ctx.tick()
+        assert await read_reg(ctx, dut, model, "scratch") == 0x55
+        assert seen == ["swmod", "swmod"]
+
+    run(dut, tb, "applied_writes", monitors=[parent])
+
+
+def test_applied_writes_must_name_registers():
+    with pytest.raises(ValueError, match="applied_writes"):
+        RegisterBlock(**SMALL, applied_writes=("no_such_register",))
+    with pytest.raises(ValueError, match="applied_writes"):
+        RegisterBlock(**SMALL, applied_writes=("hc_group",))      # external: a memory
+
+
 def test_default_config_elaborates_and_converts():
     from amaranth.back import verilog
     dut = RegisterBlock(n_ports=8)

@@ -279,3 +279,85 @@ def test_window_parity_injection_and_rule(seed):
     sim.add_testbench(main)
     sim.add_testbench(receive, background=True)
     sim.run()
+
+
+def test_window_write_takes_effect_with_its_response():
+    """A window write's response comes ``n_windows + 2`` cycles later than another write's
+    (the window table's scan, docs/protocol.md section 8.6), and a packet sent as soon as it
+    comes is routed by the new window: moved to another port, then disabled (UR for a read)."""
+    params = SwitchParams(n_ports=4, data_width=64, max_payload=128, voq_depth=4, n_windows=6,
+                          n_id_routes=4, n_groups=2, n_rgroups=1, reduce_buffer_beats=32,
+                          reduce_dtypes=("int8",), capture_depth=2)
+    n = params.n_ports
+    dut = SmartfabricSwitch(params)
+    regs = RegisterModel(n, params.n_windows, params.n_id_routes)
+    cfg = _config(params)
+    model = SwitchModel(cfg)
+    state = {"cycle": 0, "delivered": 0}
+
+    async def clock(ctx):
+        while True:
+            await ctx.tick()
+            state["cycle"] += 1
+
+    async def receive(ctx, p):
+        beats = []
+        ctx.set(getattr(dut, f"m{p}_ready"), 1)
+        while True:
+            await ctx.delay(1e-9)
+            if ctx.get(getattr(dut, f"m{p}_valid")):
+                values = {f: ctx.get(getattr(dut, f"m{p}_{f}")) for f in FIELDS + ("err",)}
+                beats.append(Beat(**values))
+                if values["last"]:
+                    model.match_egress(p, Packet(tuple(beats)))
+                    beats.clear()
+                    state["delivered"] += 1
+            await ctx.tick()
+
+    async def send(ctx, src, hdr, payload=b""):
+        beats = tb.packet_beats(hdr, 0, payload, params.data_width)
+        for beat in beats:
+            for f in FIELDS:
+                ctx.set(getattr(dut, f"s{src}_{f}"), getattr(beat, f))
+            ctx.set(getattr(dut, f"s{src}_valid"), 1)
+            await ctx.tick().until(getattr(dut, f"s{src}_ready"))
+            model.ingress_beat(src, beat)
+        ctx.set(getattr(dut, f"s{src}_valid"), 0)
+
+    async def timed_write(ctx, path, value):
+        start = state["cycle"]
+        await write_reg(ctx, dut, regs, path, value)
+        return state["cycle"] - start
+
+    async def main(ctx):
+        await ctx.tick()
+        await _program(ctx, dut, regs, cfg)
+        other = await timed_write(ctx, "switch_id", 0x0100)
+        cfg.completer_id = 0x0100
+        base = cfg.windows[0][0]
+        ctrl = regs.encode("window[0].ctrl", enable=1, port=2)
+        window = await timed_write(ctx, "window[0].ctrl", ctrl)
+        assert window - other == params.n_windows + 2, (window, other)
+        cfg.windows[0] = cfg.windows[0][:2] + (2, True)
+        await send(ctx, 1, tb.mwr_hdr(base + 0x40, 2, requester_id=2 << 8), bytes(range(8)))
+        await write_reg(ctx, dut, regs, "window[0].ctrl", regs.encode("window[0].ctrl",
+                                                                        enable=0, port=2))
+        cfg.windows[0] = cfg.windows[0][:2] + (2, False)
+        await send(ctx, 1, tb.mrd_hdr(base + 0x40, 1, requester_id=2 << 8, tag=5))   # UR
+        for _ in range(200):
+            await ctx.tick()
+            if model.pending() == 0:
+                break
+        assert model.pending() == 0, model.describe_pending()
+        assert state["delivered"] == 2 and model.counters[2]["tx_packets"] == 1
+        assert model.counters[1]["ur_sent"] == 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(main)
+    sim.add_testbench(clock, background=True)
+    for p in range(n):
+        async def bound(ctx, p=p):
+            await receive(ctx, p)
+        sim.add_testbench(bound, background=True)
+    sim.run()
