@@ -147,7 +147,7 @@ def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
     (out / f"{ecp5.WRAPPER_NAME}.v").write_text(wtext)
 
     t = time.monotonic()
-    cells = ecp5._cells(ecp5.synthesise(out, MODULE, label=f"block {name}",
+    cells = ecp5.module_cells(ecp5.synthesise(out, MODULE, label=f"block {name}",
                                         timeout_s=timeout_s), MODULE)
     steps["yosys"] = round(time.monotonic() - t, 1)
     log(f"{name}: yosys {cells.get('LUT4', 0)} LUT4, {cells.get('CCU2C', 0)} CCU2C, "
@@ -158,7 +158,7 @@ def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
                                   extra_args=("--detailed-timing-report",),
                                   label=f"block {name}", timeout_s=timeout_s)
     steps["nextpnr"] = round(time.monotonic() - t, 1)
-    clock = ecp5._main_clock(report.get("fmax", {}))
+    clock = ecp5.main_clock(report.get("fmax", {}))
     result = {
         "block": name,
         "description": BLOCKS[name][0],

@@ -24,7 +24,7 @@ from ..hdl.params import SwitchParams
 from .verilog import TOP_NAME, write_verilog
 
 __all__ = ["WRAPPER_NAME", "DEVICES", "run_ecp5", "synthesise", "place_and_route",
-           "wrapper_verilog", "top_ports",
+           "wrapper_verilog", "top_ports", "module_cells", "main_clock",
            "add_arguments", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
@@ -222,7 +222,7 @@ def _tool_versions():
     return versions
 
 
-def _cells(stat, module):
+def module_cells(stat, module):
     """Cell type -> count of one module of ``stat -json`` (excluding its submodules)."""
     mod = stat["modules"].get(f"\\{module}") or stat["modules"].get(module)
     if mod is None:
@@ -242,7 +242,7 @@ def _lut_breakdown(nextpnr_log):
     return kinds
 
 
-def _main_clock(fmax):
+def main_clock(fmax):
     """The main clock entry of nextpnr's ``fmax`` report: the net driven by ``clk``."""
     if not fmax:
         raise RuntimeError("nextpnr reported no clock (no Fmax in report.json)")
@@ -416,8 +416,8 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     t = time.monotonic()
     stat = synthesise(out, TOP_NAME, timeout_s=timeout_s)
     steps["yosys"] = round(time.monotonic() - t, 2)
-    sw_cells = _cells(stat, TOP_NAME)
-    wr_cells = _cells(stat, WRAPPER_NAME)
+    sw_cells = module_cells(stat, TOP_NAME)
+    wr_cells = module_cells(stat, WRAPPER_NAME)
     log(f"yosys: {sw_cells.get('LUT4', 0)} LUT4, {sw_cells.get('TRELLIS_FF', 0)} FF, "
         f"{sw_cells.get('CCU2C', 0)} CCU2C in the switch [{steps['yosys']:.1f} s]")
 
@@ -428,7 +428,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     steps["nextpnr"] = round(time.monotonic() - t, 2)
     lut_kinds = _lut_breakdown(_read(out / "nextpnr.log"))
 
-    clock = _main_clock(report.get("fmax", {}))
+    clock = main_clock(report.get("fmax", {}))
     fmax = float(report["fmax"][clock]["achieved"])
     util = report.get("utilization", {})
 

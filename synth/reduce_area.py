@@ -27,7 +27,7 @@ from amaranth.hdl import UnusedElaboratable
 
 from ..hdl.reduce_datapath import BeatReducer, accumulator_width
 from ..models.reduction import DTYPE_NAMES, DTYPES
-from .ecp5 import _cells, _Parser, _read, _tail, _tool
+from .ecp5 import module_cells, _Parser, _read, _tail, _tool
 
 __all__ = ["REDUCER_TOP", "CELL_COLUMNS", "FLOW", "reducer_area", "markdown_table", "main"]
 
@@ -126,7 +126,7 @@ def reducer_area(n_inputs, data_width, dtypes, out_dir, *, timeout_s=None) -> di
     if rc != 0:
         raise RuntimeError(f"yosys failed (exit {rc}), see {out / 'yosys.log'}:\n"
                            + _tail(log_text or text))
-    cells = _cells(json.loads((out / "stat.json").read_text()), REDUCER_TOP)
+    cells = module_cells(json.loads((out / "stat.json").read_text()), REDUCER_TOP)
     cells.pop("$scopeinfo", None)
     return {
         "dtypes": reducer.dtypes,
