@@ -163,6 +163,28 @@ async def read_regs(ctx, dut, model, paths):
     return values
 
 
+async def cycles_until(ctx, signal):
+    """Clock edges until ``signal`` is high (0 if it already is)."""
+    n = 0
+    while not ctx.get(signal):
+        await ctx.tick()
+        n += 1
+    return n
+
+
+async def aw_w_one_cycle(ctx, dut, addr, data):
+    """Present AW and W together for one cycle (the block takes both when it is idle)."""
+    ctx.set(dut.s_axil_awaddr, addr)
+    ctx.set(dut.s_axil_wdata, data)
+    ctx.set(dut.s_axil_wstrb, 0xF)
+    ctx.set(dut.s_axil_awvalid, 1)
+    ctx.set(dut.s_axil_wvalid, 1)
+    assert ctx.get(dut.s_axil_awready) and ctx.get(dut.s_axil_wready)
+    await ctx.tick()
+    ctx.set(dut.s_axil_awvalid, 0)
+    ctx.set(dut.s_axil_wvalid, 0)
+
+
 async def write_reg(ctx, dut, model, path, value, strb=0xF):
     resp = await axil_write(ctx, dut, model.address(path), value, strb)
     assert resp == OKAY, f"write {path}: resp {resp}"
@@ -676,13 +698,6 @@ def test_latency_contract():
     docstring says."""
     dut, model = make()
 
-    async def cycles_until(ctx, signal):
-        n = 0
-        while not ctx.get(signal):
-            await ctx.tick()
-            n += 1
-        return n
-
     async def tb(ctx):
         ctx.set(dut.s_axil_araddr, model.address("id"))
         ctx.set(dut.s_axil_arvalid, 1)
@@ -692,15 +707,7 @@ def test_latency_contract():
         assert await cycles_until(ctx, dut.s_axil_rvalid) == dut.read_latency - 1
         assert await r_get(ctx, dut) == (0x53464142, OKAY)
 
-        ctx.set(dut.s_axil_awaddr, model.address("switch_id"))
-        ctx.set(dut.s_axil_wdata, 0xBEEF)
-        ctx.set(dut.s_axil_wstrb, 0xF)
-        ctx.set(dut.s_axil_awvalid, 1)
-        ctx.set(dut.s_axil_wvalid, 1)
-        assert ctx.get(dut.s_axil_awready) and ctx.get(dut.s_axil_wready)
-        await ctx.tick()
-        ctx.set(dut.s_axil_awvalid, 0)
-        ctx.set(dut.s_axil_wvalid, 0)
+        await aw_w_one_cycle(ctx, dut, model.address("switch_id"), 0xBEEF)
         assert await cycles_until(ctx, dut.s_axil_bvalid) == 2 - 1
         assert ctx.get(dut.hw_r["switch_id.completer_id"]) == 0xBEEF  # with bvalid
         assert await b_get(ctx, dut) == OKAY
@@ -730,26 +737,9 @@ def test_applied_writes_wait_for_write_applied(delay):
                 await ctx.tick()
                 ctx.set(dut.write_applied, 0)
 
-    async def start_write(ctx, path, value):
-        ctx.set(dut.s_axil_awaddr, model.address(path))
-        ctx.set(dut.s_axil_wdata, value)
-        ctx.set(dut.s_axil_wstrb, 0xF)
-        ctx.set(dut.s_axil_awvalid, 1)
-        ctx.set(dut.s_axil_wvalid, 1)
-        await ctx.tick()
-        ctx.set(dut.s_axil_awvalid, 0)
-        ctx.set(dut.s_axil_wvalid, 0)
-
-    async def cycles_until(ctx, signal):
-        n = 0
-        while not ctx.get(signal):
-            await ctx.tick()
-            n += 1
-        return n
-
     async def tb(ctx):
         ctx.set(dut.s_axil_bready, 1)
-        await start_write(ctx, "window[1].base_lo", 0x1234_5000)
+        await aw_w_one_cycle(ctx, dut, model.address("window[1].base_lo"), 0x1234_5000)
         await ctx.tick()                   # the write is stored at this edge
         assert ctx.get(dut.hw_r["window[1].base_lo.value"]) == 0x1234_5000
         assert not ctx.get(dut.s_axil_bvalid)
@@ -759,12 +749,12 @@ def test_applied_writes_wait_for_write_applied(delay):
         await ctx.tick()
         assert not ctx.get(dut.s_axil_bvalid)
         # not a window: the usual 2 cycles, write_applied never raised
-        await start_write(ctx, "switch_id", 0xBEEF)
+        await aw_w_one_cycle(ctx, dut, model.address("switch_id"), 0xBEEF)
         assert await cycles_until(ctx, dut.s_axil_bvalid) == 1
         await ctx.tick()
         # a second write behind a held one waits for its response
         ctx.set(dut.s_axil_bready, 0)
-        await start_write(ctx, "window[1].base_lo", 0x7000)
+        await aw_w_one_cycle(ctx, dut, model.address("window[1].base_lo"), 0x7000)
         await aw_put(ctx, dut, model.address("scratch"))     # taken, and held
         await w_put(ctx, dut, 0x55)
         await ctx.tick().repeat(delay + 2)

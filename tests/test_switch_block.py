@@ -42,6 +42,17 @@ async def _program(ctx, dut, regs, cfg):
                                     enable=int(enable)))
 
 
+async def _send(ctx, dut, model, port, beats):
+    """Offer ``beats`` on ingress ``port`` back to back, telling the model each one taken."""
+    for beat in beats:
+        for f in FIELDS:
+            ctx.set(getattr(dut, f"s{port}_{f}"), getattr(beat, f))
+        ctx.set(getattr(dut, f"s{port}_valid"), 1)
+        await ctx.tick().until(getattr(dut, f"s{port}_ready"))
+        model.ingress_beat(port, beat)
+    ctx.set(getattr(dut, f"s{port}_valid"), 0)
+
+
 def _traffic(rng, params, cfg, per_port):
     n = params.n_ports
     out = []
@@ -191,15 +202,6 @@ def test_window_parity_injection_and_rule(seed):
     model = SwitchModel(cfg)
     delivered = []
 
-    async def send(ctx, port, beats):
-        for beat in beats:
-            for f in FIELDS:
-                ctx.set(getattr(dut, f"s{port}_{f}"), getattr(beat, f))
-            ctx.set(getattr(dut, f"s{port}_valid"), 1)
-            await ctx.tick().until(getattr(dut, f"s{port}_ready"))
-            model.ingress_beat(port, beat)
-        ctx.set(getattr(dut, f"s{port}_valid"), 0)
-
     async def receive(ctx):
         for p in range(n):
             ctx.set(getattr(dut, f"m{p}_ready"), 1)
@@ -227,8 +229,8 @@ def test_window_parity_injection_and_rule(seed):
 
     async def traffic(ctx):
         for dst in range(n):
-            await send(ctx, 0, write_to(dst))
-            await send(ctx, 1, write_to(dst, read=True))
+            await _send(ctx, dut, model, 0, write_to(dst))
+            await _send(ctx, dut, model, 1, write_to(dst, read=True))
         await ctx.tick().repeat(30)
 
     async def check_counts(ctx):
@@ -315,14 +317,7 @@ def test_window_write_takes_effect_with_its_response():
             await ctx.tick()
 
     async def send(ctx, src, hdr, payload=b""):
-        beats = tb.packet_beats(hdr, 0, payload, params.data_width)
-        for beat in beats:
-            for f in FIELDS:
-                ctx.set(getattr(dut, f"s{src}_{f}"), getattr(beat, f))
-            ctx.set(getattr(dut, f"s{src}_valid"), 1)
-            await ctx.tick().until(getattr(dut, f"s{src}_ready"))
-            model.ingress_beat(src, beat)
-        ctx.set(getattr(dut, f"s{src}_valid"), 0)
+        await _send(ctx, dut, model, src, tb.packet_beats(hdr, 0, payload, params.data_width))
 
     async def timed_write(ctx, path, value):
         start = state["cycle"]
