@@ -760,8 +760,17 @@ class ReductionEngine(wiring.Component):
         k = Signal(KW)
         lim = _min(_min(avail, to_end), Mux(is_rs, crem, self.out_beats))
         m.d.comb += k.eq(_min(lim, self.out_beats))
+        # Whether the burst ends the operation (k == to_end, as ro <= bpo) and whether it
+        # ends the chunk (k == crem), decided from the operands of the minimum k rather than
+        # from k: comparisons beside the min tree's last level, not carry chains after it.
+        # For an operand x of the minimum, k == x is "x <= every operand". crem is one for
+        # ReduceScatter, the only collective whose chunk state (chunk_rem, chunk_port) is
+        # read, so chunk_end means nothing for the others.
         op_end = Signal()
-        m.d.comb += op_end.eq(ro + k == bpo)
+        chunk_end = Signal()
+        limits = [avail, to_end, Mux(is_rs, crem, self.out_beats), C(self.out_beats, KW)]
+        m.d.comb += [op_end.eq(Cat(to_end <= v for v in limits).all()),
+                     chunk_end.eq(Cat(crem <= v for v in limits).all())]
         nbytes = Signal(14)
         m.d.comb += nbytes.eq(Mux(op_end, cb.size - (ro << lgL), k << lgL))
         len_field = nbytes[2:12]
@@ -827,7 +836,7 @@ class ReductionEngine(wiring.Component):
         with m.If(op_end):
             m.d.comb += [st_wr.data.chunk_rem.eq(cb.chunk_beats),
                          st_wr.data.chunk_port.eq(cb.first_member)]
-        with m.Elif(crem == k):
+        with m.Elif(chunk_end):
             m.d.comb += [st_wr.data.chunk_rem.eq(cb.chunk_beats),
                          st_wr.data.chunk_port.eq(b_next_member)]
         with m.Else():
