@@ -137,7 +137,8 @@ class SwitchCore(wiring.Component):
         # the egress buffer also knows which source the beat came from
         buffered_layout = data.StructLayout({"queued": queued_layout, "engine": 1})
 
-        # ---- per-egress copy addressing, derived from the configuration (one cycle) ----
+        # ---- per-egress copy addressing: the receiver windows (inputs, from the window
+        # table) and the overlays, registered from the configuration (one cycle) ----
         receiver_windows = self.receiver_windows
         overlay_base = [Signal(64, name=f"overlay_base{o}") for o in range(n)]
         overlay_mask = [Signal(64, name=f"overlay_mask{o}") for o in range(n)]
