@@ -42,15 +42,18 @@ async def _program(ctx, dut, regs, cfg):
                                     enable=int(enable)))
 
 
-async def _send(ctx, dut, model, port, beats):
-    """Offer ``beats`` on ingress ``port`` back to back, telling the model each one taken."""
+async def _send(ctx, dut, model, port, beats, rng=None, gap=0.0):
+    """Offer ``beats`` on ingress ``port``, telling the model each one taken: back to back,
+    or with ``rng``, before each beat a gap of cycles each with probability ``gap``."""
     for beat in beats:
+        while rng is not None and rng.random() < gap:
+            await ctx.tick()
         for f in FIELDS:
             ctx.set(getattr(dut, f"s{port}_{f}"), getattr(beat, f))
         ctx.set(getattr(dut, f"s{port}_valid"), 1)
         await ctx.tick().until(getattr(dut, f"s{port}_ready"))
         model.ingress_beat(port, beat)
-    ctx.set(getattr(dut, f"s{port}_valid"), 0)
+        ctx.set(getattr(dut, f"s{port}_valid"), 0)
 
 
 def _traffic(rng, params, cfg, per_port):
@@ -92,15 +95,7 @@ def test_switch_block(n_ports, width, seed):
     async def drive(ctx, p):
         while not done["programmed"]:
             await ctx.tick()
-        for beat in traffic[p]:
-            while rng.random() < 0.3:
-                await ctx.tick()
-            for f in FIELDS:
-                ctx.set(getattr(dut, f"s{p}_{f}"), getattr(beat, f))
-            ctx.set(getattr(dut, f"s{p}_valid"), 1)
-            await ctx.tick().until(getattr(dut, f"s{p}_ready"))
-            model.ingress_beat(p, beat)
-            ctx.set(getattr(dut, f"s{p}_valid"), 0)
+        await _send(ctx, dut, model, p, traffic[p], rng, gap=0.3)
 
     async def receive(ctx, p):
         while True:
