@@ -220,7 +220,9 @@ class RegisterBlock(wiring.Component):
       arrays is stored (``hw_r``, ``swmod``) as above, but its ``bvalid`` rises only at the
       first clock edge, from the cycle after (when ``hw_r`` shows the new value) on, where
       :attr:`write_applied` is high. The parent raises it in the cycle before the write
-      takes effect in its own copy of the configuration.
+      takes effect in its own copy of the configuration. :attr:`write_held` is high in the
+      cycle after such a write is stored (with its ``swmod`` strobes), so the parent can
+      start that work for any register of those arrays.
     * **Responses**: OKAY for every address that maps a register word, including writes to
       read-only registers and fields, which are ignored. SLVERR for an address that maps no
       register; such a read returns 0, such a write changes nothing.
@@ -333,6 +335,9 @@ class RegisterBlock(wiring.Component):
     write_applied : Signal
         Driven by the parent when ``applied_writes`` is not empty (see "Writes applied later"
         above); not a port of the signature.
+    write_held : Signal
+        Output: a write of ``applied_writes`` was stored at the last edge and its response
+        waits for :attr:`write_applied`.
     memories : dict of str to Memory
     read_windows : dict of str to ReadWindow
 
@@ -388,6 +393,7 @@ class RegisterBlock(wiring.Component):
                 self._MustUse__silence = True
                 raise ValueError(f"applied_writes: {name!r} is not a register array of the map")
         self.write_applied = Signal()
+        self.write_held = Signal()
         low_words = [r.address >> 2 for r in self.registers if not r.external]
         high_halves = [r.address >> 2 for r in self.registers
                        if r.width == 2 * dw and not r.external]
@@ -633,6 +639,7 @@ class RegisterBlock(wiring.Component):
                 m.d.sync += b_waiting.eq(1)
             with m.Else():
                 m.d.sync += self.s_axil_bvalid.eq(1)
+        m.d.sync += self.write_held.eq(wr_go & wr_applied_later)
         with m.If(b_waiting & self.write_applied):
             m.d.sync += [b_waiting.eq(0), self.s_axil_bvalid.eq(1)]
         for name, words in external_words.items():

@@ -717,20 +717,23 @@ def test_latency_contract():
 
 @pytest.mark.parametrize("delay", [0, 1, 7])
 def test_applied_writes_wait_for_write_applied(delay):
-    """A write of an ``applied_writes`` array is stored at once (``hw_r``, ``swmod``), but
-    its bvalid rises only at the edge where ``write_applied`` is high, however long the
-    parent takes; a second write waits for that response; other registers answer as usual."""
+    """A write of an ``applied_writes`` array is stored at once (``hw_r``, ``swmod``,
+    ``write_held``), but its bvalid rises only at the edge where ``write_applied`` is high,
+    however long the parent takes; a second write waits for that response; other registers
+    answer as usual."""
     dut = RegisterBlock(**SMALL, applied_writes=("window",))
     model = RegisterModel(**SMALL)
     seen = []
 
     async def parent(ctx):
-        # Raise write_applied `delay` cycles after the swmod strobe of a window write; keep
-        # it low otherwise.
+        # Raise write_applied `delay` cycles after write_held (with the swmod strobe of the
+        # window write); keep it low otherwise.
         while True:
             await ctx.tick()
-            if ctx.get(dut.swmod["window[1].base_lo.value"]):
-                seen.append("swmod")
+            held = ctx.get(dut.write_held)
+            assert held == ctx.get(dut.swmod["window[1].base_lo.value"])
+            if held:
+                seen.append("held")
                 for _ in range(delay):
                     await ctx.tick()
                 ctx.set(dut.write_applied, 1)
@@ -765,7 +768,7 @@ def test_applied_writes_wait_for_write_applied(delay):
         assert await cycles_until(ctx, dut.s_axil_bvalid) == 1     # then the scratch write
         await ctx.tick()
         assert await read_reg(ctx, dut, model, "scratch") == 0x55
-        assert seen == ["swmod", "swmod"]
+        assert seen == ["held", "held"]
 
     run(dut, tb, "applied_writes", monitors=[parent])
 
