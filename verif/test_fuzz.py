@@ -329,6 +329,8 @@ class Reconfigurer:
     * ``rewrite``: write a register in use with the value it holds (must change nothing);
     * ``readback``: read a configuration register and compare with the model's value;
     * ``counters``: read a port's 64-bit counters atomically; they never decrease.
+
+    Each kind comes once before any comes again (in random order), then at random.
     """
 
     OPS = ("group", "spare window", "rewrite", "readback", "counters")
@@ -351,8 +353,9 @@ class Reconfigurer:
     async def op(self):
         env, rng, cfg = self.env, self.rng, self.env.config
         n = env.params.n_ports
-        kind = rng.choice(self.OPS if self.spare else
-                          [o for o in self.OPS if o != "spare window"])
+        kinds = [o for o in self.OPS if self.spare or o != "spare window"]
+        # every kind once first (in random order), so that a short run still has each
+        kind = rng.choice([o for o in kinds if not self.tally[o]] or kinds)
         self.tally[kind] += 1
         if kind == "group":
             g, mask = rng.choice(self.groups), rng.getrandbits(n)
