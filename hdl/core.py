@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
 from .ingress import (IngressPort, IngressEvents, Rewrite, STAMP_BITS,
-                      routing_config_members, group_table_members, one_hot_select)
+                      routing_config_members, group_table_members,
+                      source_window_members, one_hot_select)
 from .allocator import IslipAllocator
 from .reduce_engine import ResultBeat
 
@@ -96,6 +97,8 @@ class SwitchCore(wiring.Component):
         the copy addressing of each egress.
     group_addr, group_en, group_data : array(N)
         One read port of the Hypercast group table per ingress.
+    source_index, source_window : array(N)
+        One read port of the window table in use per ingress (``WindowTable.source_window``).
 
     Multicast (``docs/protocol.md`` section 8): an ingress writes a beat into the VOQs of all
     its destinations in the same cycle, so the payload crosses the ingress once and each
@@ -124,6 +127,7 @@ class SwitchCore(wiring.Component):
             **routing_config_members(params),
             "overlays": In(data.ArrayLayout(Overlay, n)),
             **{name: member.array(n) for name, member in group_table_members(params).items()},
+            **{name: member.array(n) for name, member in source_window_members(params).items()},
         })
 
     def elaborate(self, platform):
@@ -165,7 +169,9 @@ class SwitchCore(wiring.Component):
                     m.d.comb += dst.eq(src)
             m.d.comb += [self.group_addr[i].eq(port.group_addr),
                          self.group_en[i].eq(port.group_en),
-                         port.group_data.eq(self.group_data[i])]
+                         port.group_data.eq(self.group_data[i]),
+                         self.source_index[i].eq(port.source_index),
+                         port.source_window.eq(self.source_window[i])]
             wr = port.o.payload
             w_rdy = Signal(n, name=f"voq_w_rdy{i}")
             lane = m.submodules[f"contrib_queue{i}"] = SyncFIFO(width=len(wr.beat.as_value()),

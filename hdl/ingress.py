@@ -10,8 +10,9 @@ from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field, hdr_address, with_a
 from .params import SwitchParams
 
 __all__ = ["WindowEntry", "IdRouteEntry", "McWindow", "ReceiverWindow", "Rewrite",
-           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members", "STAMP_BITS",
-           "first_one_hot", "one_hot_select"]
+           "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members",
+           "source_window_members", "STAMP_BITS", "first_one_hot", "first_index",
+           "one_hot_select"]
 
 #: Width of the latency stamp a packet carries from its ingress to its egress
 #: (``docs/telemetry.md`` section 1): the switch's ``LatencyTimer`` width.
@@ -129,6 +130,17 @@ def group_table_members(params):
     }
 
 
+def source_window_members(params):
+    """One read port of the window table in use (``hdl.window_table.WindowTable``), seen from
+    the reader: ``source_window`` is the entry numbered ``source_index``, in the same cycle.
+    The ingress reads the base, limit and port of the window a header matched through it,
+    instead of selecting them from ``windows`` (a 16-way multiplexer of 133 bits per port)."""
+    return {
+        "source_index": Out(range(params.n_windows)),
+        "source_window": In(WindowEntry),
+    }
+
+
 def _address(m, hdr):
     address = Signal(64)
     m.d.comb += address.eq(hdr_address(hdr))
@@ -139,6 +151,14 @@ def first_one_hot(bits):
     """One-hot of the lowest-numbered set bit of ``bits`` (a list of 1-bit values), as a list;
     all 0 when none is set."""
     return [b & ~Cat(bits[:k]).any() if k else b for k, b in enumerate(bits)]
+
+
+def first_index(bits):
+    """The index of the lowest-numbered set bit of ``bits`` (a list of 1-bit values), 0 when
+    none is set: an OR of :func:`first_one_hot` per index bit, not a priority chain."""
+    one_hot = first_one_hot(bits)
+    width = (len(bits) - 1).bit_length()
+    return Cat(Cat(b for k, b in enumerate(one_hot) if k >> j & 1).any() for j in range(width))
 
 
 def one_hot_select(select, values):
@@ -202,6 +222,11 @@ class IngressPort(wiring.Component):
         non-posted request answered with UR), never routed (``docs/protocol.md`` section 9).
     group_addr, group_en, group_data
         A read port of the group table, enabled with each accepted beat.
+    source_index, source_window
+        A read port of the window table in use (``source_window_members``): the ingress reads
+        the lowest-numbered window its staged header matched (registered in stage 1) and uses
+        that window's port, base and limit in stage 2, as ``windows[source_index]`` would be
+        in the same cycle.
 
     Bad input is handled as ``docs/protocol.md`` sections 4 and 5 say: whole drops for
     first-beat failures, cut short with ``err`` for later-beat failures; never a hang.
@@ -218,6 +243,7 @@ class IngressPort(wiring.Component):
             "now": In(STAMP_BITS),
             **routing_config_members(params),
             **group_table_members(params),
+            **source_window_members(params),
         })
 
     def elaborate(self, platform):
@@ -232,7 +258,7 @@ class IngressPort(wiring.Component):
         stamp = Signal(STAMP_BITS)      # ``now`` when the staged beat was accepted
         staged = Signal()
         window_match = Signal(p.n_windows)
-        window_first = Signal(p.n_windows)     # one-hot: the lowest-numbered match, if any
+        window_index = Signal(range(p.n_windows))  # the lowest-numbered match (0 if none)
         window_perr = Signal(p.n_windows)      # window_parity when the beat was accepted
         end_address = Signal(65)               # the address of the last byte (exact)
         id_match = Signal(p.n_id_routes)
@@ -278,7 +304,7 @@ class IngressPort(wiring.Component):
             matches = [w.enable & (w.base <= in_address) & (in_address <= w.limit) & (w.port < n)
                        for w in self.windows]
             m.d.sync += [window_match.eq(Cat(matches)),
-                         window_first.eq(Cat(first_one_hot(matches)))]
+                         window_index.eq(first_index(matches))]
             for k, r in enumerate(self.id_routes):
                 m.d.sync += id_match[k].eq(r.enable & (r.bus_lo <= in_bus) &
                                            (in_bus <= r.bus_hi) & (r.port < n))
@@ -333,16 +359,18 @@ class IngressPort(wiring.Component):
             partial_covers = (rem > j) if j < lanes - 1 else 0  # rem never exceeds lanes-1
             m.d.comb += last_keep[j].eq((payload_bytes != 0) & ((rem == 0) | partial_covers))
 
-        # ---- routing lookup: the lowest-numbered matching entry wins (it is assigned last) ----
+        # ---- routing lookup: the lowest-numbered matching window wins; its port, base and
+        # limit come from the window table's read port (meaningful only when one matched) ----
         win_hit = Signal()
         win_port = Signal(5)
         win_base = Signal(64)
         win_limit = Signal(64)
         m.d.comb += [
+            self.source_index.eq(window_index),
             win_hit.eq(window_match.any()),
-            win_port.eq(one_hot_select(window_first, [w.port for w in self.windows])),
-            win_base.eq(one_hot_select(window_first, [w.base for w in self.windows])),
-            win_limit.eq(one_hot_select(window_first, [w.limit for w in self.windows])),
+            win_port.eq(self.source_window.port),
+            win_base.eq(self.source_window.base),
+            win_limit.eq(self.source_window.limit),
         ]
         # Parity (docs/protocol.md section 9): the window that decides is the lowest-numbered
         # one that matches or fails its parity check; when it is the latter, the match is not

@@ -164,12 +164,8 @@ class SmartfabricSwitch(wiring.Component):
         # The core routes by the window table's copy, which takes a write over together with
         # the receiver windows derived from it; the write's response waits for that.
         table = m.submodules.window_table = WindowTable(p)
-        m.d.comb += [core.window_parity.eq(table.live_parity),
-                     regs.write_applied.eq(table.applied)]
-        for k in range(p.n_windows):
-            m.d.comb += core.windows[k].eq(table.live[k])
-        for o in range(n):
-            m.d.comb += core.receiver_windows[o].eq(table.receiver_windows[o])
+        table.serve(m, core)
+        m.d.comb += regs.write_applied.eq(table.applied)
         window_written = []
         for k in range(p.n_windows):
             w = table.windows[k]

@@ -1,11 +1,11 @@
 """The address windows the switch routes by, and every port's receiver window."""
 
-from amaranth.hdl import Array, Module, Signal, signed
-from amaranth.lib import wiring
+from amaranth.hdl import Array, Cat, Module, Signal, signed
+from amaranth.lib import wiring, memory
 from amaranth.lib.wiring import In, Out
 
 from .params import SwitchParams
-from .ingress import WindowEntry, ReceiverWindow
+from .ingress import WindowEntry, ReceiverWindow, source_window_members
 
 __all__ = ["WindowTable"]
 
@@ -48,6 +48,18 @@ class WindowTable(wiring.Component):
         numbered window k with ``enable`` and ``port == o`` (``valid``; ``base`` and ``span =
         limit - base``; all 0 when the port has none), and ``parity_error`` is whether the
         lowest-numbered window that is port o's or fails its parity check fails it.
+    source_index : In(range(n_windows)).array(n_ports)
+    source_window : Out(WindowEntry).array(n_ports)
+        One read port per ingress (``hdl.ingress.source_window_members``): ``source_window[r]``
+        is ``live[source_index[r]]`` in the same cycle (combinational from the index). One
+        exception: from a reset until the first ``applied`` after it, :attr:`live` is all 0
+        (no window enabled, so an ingress never reads it) and ``source_window`` may show the
+        table from before the reset.
+
+        They are read from a distributed RAM (a 16 x 4 RAM per 4 bits on an ECP5) with one
+        copy per reader, where a selection from :attr:`live` costs a multiplexer of 133 bits
+        per reader. The RAM has two banks: the scan writes each window it reads into the bank
+        not in use, and the banks swap in the cycle :attr:`live` takes the new table over.
 
     Timing: with ``changed`` high in cycle *c* and not again, ``applied`` is high in cycle
     *c* + ``n_windows`` + 1, :attr:`live` shows the new table from cycle *c* + ``n_windows`` + 2
@@ -65,7 +77,21 @@ class WindowTable(wiring.Component):
             "live": Out(WindowEntry).array(params.n_windows),
             "live_parity": Out(params.n_windows),
             "receiver_windows": Out(ReceiverWindow).array(params.n_ports),
+            **{name: member.flip().array(params.n_ports)
+               for name, member in source_window_members(params).items()},
         })
+
+    def serve(self, m, core):
+        """Adds to ``m`` the connections by which ``core`` (a ``hdl.core.SwitchCore``) routes by
+        this table: the table in use and its parity, the receiver windows and one read port
+        per ingress."""
+        p = self.params
+        m.d.comb += core.window_parity.eq(self.live_parity)
+        m.d.comb += [core.windows[k].eq(self.live[k]) for k in range(p.n_windows)]
+        for o in range(p.n_ports):
+            m.d.comb += [core.receiver_windows[o].eq(self.receiver_windows[o]),
+                         self.source_index[o].eq(core.source_index[o]),
+                         core.source_window[o].eq(self.source_window[o])]
 
     def elaborate(self, platform):
         m = Module()
@@ -76,6 +102,7 @@ class WindowTable(wiring.Component):
         k = Signal(range(n_windows), init=top)
         scanning = Signal(init=1)
         cur = Signal(WindowEntry)
+        cur_k = Signal.like(k)
         cur_parity = Signal()
         cur_valid = Signal()
         cur_first = Signal()        # window top: the first of a scan
@@ -84,7 +111,7 @@ class WindowTable(wiring.Component):
             m.d.sync += [k.eq(top), scanning.eq(1), cur_valid.eq(0)]
         with m.Elif(scanning):
             m.d.sync += [cur.eq(Array(w.as_value() for w in self.windows)[k]),
-                         cur_parity.eq(self.window_parity.bit_select(k, 1)),
+                         cur_parity.eq(self.window_parity.bit_select(k, 1)), cur_k.eq(k),
                          cur_valid.eq(1), cur_first.eq(k == top), cur_last.eq(k == 0),
                          k.eq(k - 1), scanning.eq(k != 0)]
         with m.Else():
@@ -114,4 +141,18 @@ class WindowTable(wiring.Component):
             m.d.sync += self.live_parity.eq(self.window_parity)
         with m.If(publish_rx):
             m.d.sync += [out.eq(rx) for out, rx in zip(self.receiver_windows, scanned)]
+
+        # The source windows: bank ``in_use`` holds live; the scan fills the other one, and
+        # they swap as live is published.
+        in_use = Signal()
+        ram = m.submodules.source_ram = memory.Memory(shape=WindowEntry,
+                                                       depth=2 << len(k), init=[])
+        write = ram.write_port()
+        m.d.comb += [write.addr.eq(Cat(cur_k, ~in_use)), write.data.eq(cur),
+                     write.en.eq(cur_valid)]
+        with m.If(self.applied):
+            m.d.sync += in_use.eq(~in_use)
+        for index, entry in zip(self.source_index, self.source_window):
+            read = ram.read_port(domain="comb")
+            m.d.comb += [read.addr.eq(Cat(index, in_use)), entry.eq(read.data)]
         return m

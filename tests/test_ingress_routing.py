@@ -109,10 +109,7 @@ def _core_with_window_table(params):
     m = Module()
     core = m.submodules.core = SwitchCore(params)
     table = m.submodules.window_table = WindowTable(params)
-    m.d.comb += core.window_parity.eq(table.live_parity)
-    m.d.comb += [core.windows[k].eq(table.live[k]) for k in range(params.n_windows)]
-    m.d.comb += [core.receiver_windows[o].eq(table.receiver_windows[o])
-                 for o in range(params.n_ports)]
+    table.serve(m, core)
     return m, core, table
 
 

@@ -1,7 +1,7 @@
 """WindowTable (hdl/window_table.py) in Amaranth's simulator: the receiver windows its scan
 derives are the golden model's (``SwitchConfig.receiver_window``,
 ``receiver_parity_error``), the table in use changes as a whole and only when ``applied``
-says, and a change during a scan starts it again."""
+says, a change during a scan starts it again, and every read port shows the table in use."""
 
 import random
 
@@ -52,7 +52,8 @@ def test_scan_matches_model(n_ports, n_windows, seed):
     """Random tables, changed at random moments (often in the middle of a scan): every
     cycle, ``live`` is the table of the latest ``applied`` and the receiver windows are the
     model's for it from the cycle after; ``applied`` comes exactly ``n_windows + 1`` cycles
-    after the last change, never earlier."""
+    after the last change, never earlier. Every cycle each read port gets a random index
+    and must show that entry of the table in use, in the same cycle."""
     rng = random.Random(seed)
     dut = WindowTable(_params(n_ports, n_windows))
     state = {"applied": 0, "restarts": 0}
@@ -88,11 +89,19 @@ def test_scan_matches_model(n_ports, n_windows, seed):
                 pending, since = _random_table(rng, n_ports, n_windows), 0
                 drive(ctx, *pending)
             ctx.set(dut.changed, change)
+            indices = [rng.randrange(n_windows) for _ in dut.source_index]
+            for port, index in zip(dut.source_index, indices):
+                ctx.set(port, index)
             await ctx.delay(1e-9)
             applied = ctx.get(dut.applied)
             assert applied == (not change and since == n_windows + 1), \
                 f"cycle {cycle}: applied={applied}, {since} cycles after the last change"
             got_live, got_parity, got_rx = read(ctx)
+            for r, (index, w) in enumerate(zip(indices, dut.source_window)):
+                got = (ctx.get(w.base), ctx.get(w.limit), ctx.get(w.port), ctx.get(w.enable))
+                assert got == got_live[index], \
+                    f"cycle {cycle}: read port {r} shows {got} for window {index}, " \
+                    f"the table in use has {got_live[index]}"
             if live is not None:
                 assert (got_live, got_parity) == live, \
                     f"cycle {cycle}: the table in use is not the one last applied"

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import Assert, Assume, Cat, Elaboratable, Module, Signal, Value
+from amaranth.hdl import Array, Assert, Assume, Cat, Elaboratable, Module, Signal, Value
 from amaranth.back import rtlil
 
 from ..hdl.allocator import IslipAllocator
@@ -219,6 +219,9 @@ class CoreStreamHarness(Elaboratable):
                      core.id_routes[0].port.eq(0), core.id_routes[0].enable.eq(1)]
         for q in range(n):
             m.d.comb += core.group_data[q].eq(self._free(f"group_data{q}", n))
+            # the window table's read port, as the table answers it
+            m.d.comb += core.source_window[q].eq(
+                Array(w.as_value() for w in core.windows)[core.source_index[q]])
             m.d.comb += core.egress[q].ready.eq(self._free(f"m{q}_ready", 1))
 
         # Ingress streams: free, but valid held and the beat stable until accepted.
