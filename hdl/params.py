@@ -45,6 +45,8 @@ class SwitchParams:
         Entries of the header capture ring (``docs/telemetry.md`` section 3; a power of two,
         2 to 256; default 64). The ring is one block RAM wide (6 ECP5 ``DP16KD``) at any depth
         up to 512; the limit is the register window ``cap_entry`` (8 words per entry).
+        0 builds no header capture (about 10,000 LUT4 sites at 8 ports, for FPGA builds):
+        ``cap_depth`` then reads 0 and so do the capture's status registers and ``cap_entry``.
     """
     n_ports: int = 8
     data_width: int = 256
@@ -81,9 +83,10 @@ class SwitchParams:
         if not is_pow2(self.reduce_buffer_beats) or not 2 <= self.reduce_buffer_beats <= 65536:
             raise ValueError(f"reduce_buffer_beats must be a power of two from 2 to 65536, "
                              f"not {self.reduce_buffer_beats!r}")
-        if not is_pow2(self.capture_depth) or not 2 <= self.capture_depth <= 256:
-            raise ValueError(f"capture_depth must be a power of two from 2 to 256, "
-                             f"not {self.capture_depth!r}")
+        if self.capture_depth != 0 and (not is_pow2(self.capture_depth) or
+                                        not 2 <= self.capture_depth <= 256):
+            raise ValueError(f"capture_depth must be 0 (no capture) or a power of two from 2 "
+                             f"to 256, not {self.capture_depth!r}")
         dts = self.reduce_dtypes
         if isinstance(dts, str) or not isinstance(dts, (tuple, list)) or not dts or \
                 any(d not in DTYPE_NAMES for d in dts):

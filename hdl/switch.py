@@ -439,7 +439,14 @@ class SmartfabricSwitch(wiring.Component):
             for name in LINK_STATUS:
                 m.d.comb += hw_w[f"link_status[{q}].{name}"].eq(getattr(mon.status, name))
 
-        # ---- header capture ----
+        # ---- header capture (none with capture_depth = 0: its registers read 0) ----
+        if p.capture_depth:
+            self._header_capture(m, core, engine, regs)
+
+    def _header_capture(self, m, core, engine, regs):
+        """The header capture, its event sources and its registers."""
+        p, n = self.params, self.params.n_ports
+        hw_r, hw_w = regs.hw_r, regs.hw_w
         cap = m.submodules.capture = HeaderCapture(self.SOURCES_PER_PORT * n,
                                                    depth=p.capture_depth)
         for q in range(n):

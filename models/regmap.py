@@ -205,8 +205,10 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgrou
     n_rgroups : int
         ``N_RGROUPS``, reduction groups (1 to 256).
     capture_depth : int
-        ``CAP_DEPTH``, entries of the header capture ring (a power of two, 2 to 256: its
-        window ``cap_entry`` has 8 words per entry below the reduction statistics).
+        Entries of the header capture ring (a power of two, 2 to 256: its window
+        ``cap_entry`` has 8 words per entry below the reduction statistics), or 0 for a
+        switch without one, whose ``cap_entry`` keeps one entry (``CAP_DEPTH`` = 1) that
+        reads 0.
     rdl_path : str or Path, optional
         RDL source; :data:`DEFAULT_RDL_PATH` when omitted.
 
@@ -226,22 +228,23 @@ def compile_regmap(n_ports, n_windows=16, n_id_routes=16, n_groups=1024, n_rgrou
     _check_count("n_id_routes", n_id_routes, 1, 1 << 16)
     _check_count("n_groups", n_groups, 1, 4096)
     _check_count("n_rgroups", n_rgroups, 1, 256)
-    _check_count("capture_depth", capture_depth, 2, 256)
-    if capture_depth & (capture_depth - 1):
-        raise ValueError(f"capture_depth must be a power of two, not {capture_depth}")
+    _check_count("capture_depth", capture_depth, 0, 256)
+    if capture_depth == 1 or capture_depth & (capture_depth - 1):
+        raise ValueError(f"capture_depth must be 0 or a power of two, not {capture_depth}")
+    cap_entries = max(capture_depth, 1)
     path = Path(DEFAULT_RDL_PATH if rdl_path is None else rdl_path)
     compiler = RDLCompiler()
     try:
         compiler.compile_file(str(path))
         return compiler.elaborate(TOP_NAME, parameters={
             "N_PORTS": n_ports, "N_WINDOWS": n_windows, "N_ID_ROUTES": n_id_routes,
-            "N_GROUPS": n_groups, "N_RGROUPS": n_rgroups, "CAP_DEPTH": capture_depth,
+            "N_GROUPS": n_groups, "N_RGROUPS": n_rgroups, "CAP_DEPTH": cap_entries,
         })
     except RDLCompileError as error:
         raise ValueError(
             f"{path} does not compile with N_PORTS={n_ports}, N_WINDOWS={n_windows}, "
             f"N_ID_ROUTES={n_id_routes}, N_GROUPS={n_groups}, N_RGROUPS={n_rgroups}, "
-            f"CAP_DEPTH={capture_depth}: "
+            f"CAP_DEPTH={cap_entries}: "
             f"{error}") from error
 
 

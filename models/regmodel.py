@@ -34,7 +34,8 @@ class RegisterModel:
     n_rgroups : int
         Reduction groups (``N_RGROUPS``).
     capture_depth : int
-        Entries of the header capture ring (``CAP_DEPTH``).
+        Entries of the header capture ring (``CAP_DEPTH``); 0: the switch has none
+        (``models.regmap.compile_regmap``).
     rdl_path : str or Path, optional
         RDL source; the project's ``hdl/smartfabric.rdl`` when omitted.
 

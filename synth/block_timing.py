@@ -203,8 +203,11 @@ def main(argv=None):
             raise ValueError(f"frequency must be positive, not {args.freq:g}")
     except (ValueError, TypeError) as e:
         parser.error(str(e))
+    names = args.block or [b for b in BLOCKS if b != "capture" or params.capture_depth]
+    if "capture" in names and not params.capture_depth:
+        parser.error("this build has no header capture (capture_depth = 0)")
     results = {}
-    for name in args.block or list(BLOCKS):
+    for name in names:
         try:
             results[name] = run_block(name, params, args.out / name, freq_mhz=args.freq,
                                       seed=args.seed, router=args.router,

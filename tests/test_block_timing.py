@@ -75,6 +75,14 @@ def test_bad_config_gets_one_line_and_exit_2(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_capture_block_of_a_build_without_one_gets_one_line_and_exit_2(tmp_path):
+    cfg = tmp_path / "nocap.toml"
+    cfg.write_text("[switch]\nn_ports = 2\ncapture_depth = 0\n")
+    r = _cli("--config", str(cfg), "--block", "capture")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "no header capture" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not LONG, reason="place and route of one block, about a minute; "
                                       "SMARTFABRIC_LONG=1")

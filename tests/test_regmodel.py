@@ -134,6 +134,11 @@ def test_telemetry_registers_follow_capture_format():
         RegisterModel(n_ports=8, capture_depth=48)
     with pytest.raises(ValueError, match="capture_depth"):
         RegisterModel(n_ports=8, capture_depth=512)
+    with pytest.raises(ValueError, match="power of two"):
+        RegisterModel(n_ports=8, capture_depth=1)
+    # no capture: the window keeps one entry (reading 0 in the switch)
+    none = RegisterModel(n_ports=8, capture_depth=0)
+    assert "cap_entry[0][7]" in none.registers() and "cap_entry[1][0]" not in none.registers()
 
 
 def test_encode_decode_round_trip(rng):

@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from amaranth.hdl import Fragment
 
 from smartfabric.hdl.params import SwitchParams
 from smartfabric.hdl.switch import SmartfabricSwitch
@@ -159,14 +160,21 @@ def test_latency_histograms_match_port_timing(seed):
 
 def test_capture_depth_parameter():
     """capture_depth is validated like the other parameters and sizes the ring and its
-    register window."""
-    for bad in (0, 3, 48, 512, "64"):
+    register window; 0 builds no capture and keeps a one-entry window (which reads 0:
+    verif/test_switch.py ``control_port``, on the 4-port system configuration)."""
+    for bad in (1, 3, 48, 512, -2, "64"):
         with pytest.raises(ValueError, match="capture_depth"):
             SwitchParams(capture_depth=bad)
     params = SwitchParams(n_ports=2, data_width=64, n_windows=2, n_id_routes=2,
                           capture_depth=8)
     dut = SmartfabricSwitch(params)
     assert dut.regs.read_windows["cap_entry"].depth == 8 * 8
+    params = SwitchParams(n_ports=2, data_width=64, n_windows=2, n_id_routes=2,
+                          capture_depth=0)
+    dut = SmartfabricSwitch(params)
+    assert dut.regs.read_windows["cap_entry"].depth == 8
+    fragment = Fragment.get(dut, None)
+    assert "capture" not in dict((name, sub) for sub, name, _ in fragment.subfragments)
 
 
 def test_group_statistics_window(seed):

@@ -34,7 +34,8 @@ TEST_ENGINE = dict(n_rgroups=4, reduce_buffer_beats=256)
 _NARROW_DTYPES = tuple(d for d in DTYPE_NAMES if d not in ("fp32", "bf16"))
 #: The configurations the system tests (tests/test_sim.py) run on.
 SYSTEM_CONFIGS = [
-    SwitchParams(n_ports=4, data_width=128, max_payload=512, **TEST_ENGINE),
+    # without a header capture (the FPGA option; verif/test_switch.py checks its registers)
+    SwitchParams(n_ports=4, data_width=128, max_payload=512, capture_depth=0, **TEST_ENGINE),
     SwitchParams(n_ports=8, data_width=64, max_payload=256, **TEST_ENGINE),
     SwitchParams(n_ports=16, data_width=64, max_payload=128, voq_depth=4,
                  reduce_dtypes=_NARROW_DTYPES, **TEST_ENGINE),

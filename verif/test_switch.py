@@ -222,3 +222,24 @@ async def control_port(dut):
     for k, (base, limit, port, enable) in enumerate(env.config.windows):
         assert await regs.read(f"window[{k}].base_lo") == base & 0xFFFFFFFF
         assert await regs.read(f"window[{k}].limit_hi") == limit >> 32
+    await _check_capture_presence(env)
+
+
+async def _check_capture_presence(env):
+    """The header capture as built: ``cap_depth`` gives its parameters, and enabled with no
+    filter it records one write's ingress and egress (2 entries). A switch built without one
+    (``capture_depth`` = 0) reads 0 there, in its status and in its entry window."""
+    params, regs, n = env.params, env.regs, env.params.n_ports
+    present = params.capture_depth > 0
+    expected = ({"depth": params.capture_depth, "ts_width": 32, "n_sources": 3 * n} if present
+                else {"depth": 0, "ts_width": 0, "n_sources": 0})
+    assert await regs.read_fields("cap_depth") == expected
+    await regs.write("cap_ctrl", enable=1)            # cap_mask is 0: every event matches
+    src = env.rng.randrange(n)
+    env.send_beats(src, env.random_packet(src, env.rng.randrange(n), mix=(1.0, 0.0, 0.0)))
+    await env.drain()
+    await ClockCycles(env.dut.clk, 4)
+    status = await regs.read_fields("cap_status")
+    assert status == {"count": 2 if present else 0, "frozen": 0, "triggered": 0}, status
+    words = [await regs.read(f"cap_entry[0][{k}]") for k in range(8)]
+    assert any(words) == present, f"cap_entry[0]: {words}"
