@@ -200,7 +200,8 @@ async def no_head_of_line_blocking(dut):
 
 @cocotb.test()
 async def control_port(dut):
-    """Identification and build parameters, scratch register, SLVERR on unmapped addresses."""
+    """Identification and build parameters, scratch register, SLVERR on unmapped addresses,
+    the tables read back, and the header capture present or (capture_depth = 0) absent."""
     params = params_from_env()
     env = SwitchEnv(dut, params, seed_from_env())
     await env.start()
