@@ -231,16 +231,23 @@ class ReductionEngine(wiring.Component):
     packet granularity.
     """
 
-    def __init__(self, params=SwitchParams()):
+    @staticmethod
+    def check_params(params):
+        """Raises ValueError when ``params`` cannot build an engine (a stage memory too small
+        for any group), TypeError when it is not a SwitchParams."""
         if not isinstance(params, SwitchParams):
             raise TypeError(f"params must be a SwitchParams, not {params!r}")
-        self.params = params
-        N, W = params.n_ports, params.data_width
-        G, D = params.n_rgroups, params.reduce_buffer_beats
+        D = params.reduce_buffer_beats
         if D < params.reduce_min_group_beats:
             raise ValueError(f"reduce_buffer_beats {D} is below the smallest group ring, "
                              f"{params.reduce_min_group_beats} beats (two maximum payloads of "
                              f"{params.max_payload} bytes): no group could be armed")
+
+    def __init__(self, params=SwitchParams()):
+        self.check_params(params)
+        self.params = params
+        N, W = params.n_ports, params.data_width
+        G, D = params.n_rgroups, params.reduce_buffer_beats
         self.dtypes = params.reduce_dtypes
         self.n_dw = W // 32                              # DWs per beat
         self.lanes = W // 8                              # bytes per beat

@@ -92,6 +92,8 @@ class SmartfabricSwitch(wiring.Component):
     """
 
     def __init__(self, params: SwitchParams = SwitchParams()):
+        # before any block exists, so a bad configuration leaves nothing half-built behind
+        ReductionEngine.check_params(params)
         self.params = params
         self.regs = RegisterBlock(n_ports=params.n_ports, n_windows=params.n_windows,
                                   n_id_routes=params.n_id_routes, n_groups=params.n_groups,

@@ -44,6 +44,17 @@ def test_bad_config_file(tmp_path):
     assert code == 1 and "unknown keys" in err and len(err.strip().splitlines()) == 1
 
 
+def test_config_the_engine_refuses(tmp_path):
+    """A configuration that only the reduction engine can refuse (its stage memory is too
+    small for two maximum payloads) is answered before anything is built: one line."""
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text("[switch]\nn_ports = 2\ndata_width = 64\nmax_payload = 256\n"
+                   "reduce_buffer_beats = 32\nreduce_dtypes = [\"int8\"]\n")
+    code, _, err = run("generate", "--config", str(cfg), "-o", str(tmp_path / "x.v"))
+    assert code == 1 and "reduce_buffer_beats 32" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_generate_from_config(tmp_path):
     cfg = tmp_path / "sw.toml"
     cfg.write_text("[switch]\nn_ports = 2\ndata_width = 512\nn_windows = 2\nn_id_routes = 2\n"
