@@ -443,11 +443,12 @@ class SmartfabricSwitch(wiring.Component):
 
         # ---- header capture (none with capture_depth = 0: its registers read 0) ----
         if p.capture_depth:
-            self._header_capture(m, core, engine, regs)
+            self._header_capture(m, core, engine)
 
-    def _header_capture(self, m, core, engine, regs):
+    def _header_capture(self, m, core, engine):
         """The header capture, its event sources and its registers."""
-        p, n = self.params, self.params.n_ports
+        p, regs = self.params, self.regs
+        n = p.n_ports
         hw_r, hw_w = regs.hw_r, regs.hw_w
         cap = m.submodules.capture = HeaderCapture(self.SOURCES_PER_PORT * n,
                                                    depth=p.capture_depth)
