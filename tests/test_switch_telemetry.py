@@ -174,7 +174,7 @@ def test_capture_depth_parameter():
     dut = SmartfabricSwitch(params)
     assert dut.regs.read_windows["cap_entry"].depth == 8
     fragment = Fragment.get(dut, None)
-    assert "capture" not in dict((name, sub) for sub, name, _ in fragment.subfragments)
+    assert "capture" not in [name for _, name, _ in fragment.subfragments]
 
 
 def test_group_statistics_window(seed):

@@ -67,9 +67,11 @@ def test_scan_matches_model(n_ports, n_windows, seed):
             ctx.set(w.enable, enable)
         ctx.set(dut.window_parity, sum(1 << k for k in errors))
 
+    def entry(ctx, w):
+        return ctx.get(w.base), ctx.get(w.limit), ctx.get(w.port), ctx.get(w.enable)
+
     def read(ctx):
-        live = [(ctx.get(w.base), ctx.get(w.limit), ctx.get(w.port), ctx.get(w.enable))
-                for w in dut.live]
+        live = [entry(ctx, w) for w in dut.live]
         parity = ctx.get(dut.live_parity)
         rx = [(ctx.get(r.valid), ctx.get(r.base), ctx.get(r.span), ctx.get(r.parity_error))
               for r in dut.receiver_windows]
@@ -102,7 +104,7 @@ def test_scan_matches_model(n_ports, n_windows, seed):
                 f"cycle {cycle}: applied={applied}, {since} cycles after the last change"
             got_live, got_parity, got_rx = read(ctx)
             for r, (index, w) in enumerate(zip(indices, dut.source_window)):
-                got = (ctx.get(w.base), ctx.get(w.limit), ctx.get(w.port), ctx.get(w.enable))
+                got = entry(ctx, w)
                 assert got == got_live[index], \
                     f"cycle {cycle}: read port {r} shows {got} for window {index}, " \
                     f"the table in use has {got_live[index]}"
