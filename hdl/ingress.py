@@ -182,6 +182,21 @@ def _sum3(a, b, c, width):
     return (s + Cat(C(1, 1), carry[:width - 1]))[:width]
 
 
+def _ur_header(hdr, completer_id):
+    """The header of the Unsupported Request completion that answers the request header
+    ``hdr`` (``docs/protocol.md`` section 4): a Cpl without data, status UR, byte count 4,
+    the request's attributes, traffic class and tag, ``completer_id`` as the completer."""
+    dw0, dw1 = hdr_dw(hdr, 0), hdr_dw(hdr, 1)
+    ur_dw0 = Cat(C(0, 10), C(0, 2), hdr_field(dw0, F.DW0, "attr"), C(0, 4),
+                 hdr_field(dw0, F.DW0, "attr2"), hdr_field(dw0, F.DW0, "tag8"),
+                 hdr_field(dw0, F.DW0, "tc"), hdr_field(dw0, F.DW0, "tag9"),
+                 C(F.Type.CPL, 5), C(F.Fmt.DW3, 3))
+    ur_dw1 = Cat(C(4, 12), C(0, 1), C(F.CplStatus.UR, 3), completer_id)
+    ur_dw2 = Cat(C(0, 7), C(0, 1), hdr_field(dw1, F.REQ_DW1, "tag"),
+                 hdr_field(dw1, F.REQ_DW1, "requester_id"))
+    return Cat(ur_dw0, ur_dw1, ur_dw2, C(0, 32))
+
+
 def _popcount(v):
     total = C(0, 7)
     for bit in v:
@@ -440,90 +455,67 @@ class IngressPort(wiring.Component):
                                            receivers[o].span) for o in range(n)).any()
         hc_spill = (end_address > win_limit) | receiver_spill
 
-        # ---- step 6 of the first-beat checks: routing, multicast or not ----
+        # ---- the first-beat checks, in the documented order (docs/protocol.md sections 4,
+        # 5 and 8.3): (condition, action, reason); the first that holds decides ----
         class Action:
             FORWARD, DROP, UR, CONSUME = range(4)
-        route_action = Signal(2)
-        route_reason = Signal(5)
-
-        def route_fail(act, why):
-            return [route_action.eq(act), route_reason.eq(why)]
         np_action = Mux(non_posted, Action.UR, Action.DROP)
         multicast = Signal()
         m.d.comb += multicast.eq(is_hc | mc_case)
         dests = Signal(n)
         m.d.comb += dests.eq(Mux(is_hc, hc_dest, Mux(mc_case, mc_dest, (C(1, n) << dest)[:n])))
-        # docs/protocol.md section 8.3; the prefix forms have three checks of their own.
-        with m.If(to_engine):
-            pass    # the engine checks a contribution against its group
-        with m.Elif(is_hc & bad_group):
-            m.d.comb += route_fail(Action.DROP, R.HC_BAD_GROUP)
-        with m.Elif(is_hc & bad_set):
-            m.d.comb += route_fail(Action.DROP, R.HC_BAD_SET)
-        with m.Elif(group_parity | (is_hc & win_parity)):
-            m.d.comb += route_fail(Action.DROP, R.PARITY)
-        with m.Elif(is_hc & ~win_hit):
-            m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
-        with m.Elif(multicast & (dests == 0)):
-            m.d.comb += route_fail(Action.DROP, R.HC_EMPTY)
-        with m.Elif(is_hc & receiver_parity):
-            m.d.comb += route_fail(Action.DROP, R.PARITY)
-        with m.Elif(is_hc & no_receiver):
-            m.d.comb += route_fail(Action.DROP, R.NO_ROUTE)
-        with m.Elif(multicast & Mux(is_hc, hc_spill, mc_spill)):
-            m.d.comb += route_fail(Action.DROP, R.MC_SPILL)
-        with m.Elif(multicast & ((dests & ~self.port_enable) != 0)):
-            m.d.comb += route_fail(Action.DROP, R.PORT_DISABLED)
-        with m.Elif(~multicast & route_local):
-            m.d.comb += route_fail(Action.CONSUME, R.MSG_LOCAL)
-        with m.Elif(~multicast & route_addr & win_parity):
-            m.d.comb += route_fail(np_action, R.PARITY)
-        with m.Elif(~multicast & ~routed):
-            m.d.comb += route_fail(np_action, R.NO_ROUTE)
-        with m.Elif(~multicast & ~dest_enabled):
-            m.d.comb += route_fail(np_action, R.PORT_DISABLED)
-
-        # ---- first-beat verdict, in the documented order ----
-        action = Signal(2)
-        reason = Signal(5)
         all_keep = Const((1 << lanes) - 1, lanes)
         beat0_keep_ok = beat.keep == Mux(n_beats == 1, last_keep, all_keep)
+        routing = ~to_engine        # the engine checks a contribution against its group
+        checks_before_spill = [
+            (~self.port_enable[self.port], Action.DROP, R.PORT_DISABLED),
+            (~beat.first, Action.DROP, R.MALFORMED),
+            ((beat.pfx != 0) & (beat.pfx[29:32] != F.Fmt.PREFIX), Action.DROP, R.MALFORMED),
+            (~valid_type, Action.DROP, R.MALFORMED),
+            (unsupported | sf_unsupported, np_action, R.UNSUPPORTED),
+            (too_long | (multicast & (n_beats > p.voq_depth)), Action.DROP, R.LENGTH),
+            # step 6, routing: the prefix forms have three checks of their own (section 8.3)
+            (routing & is_hc & bad_group, Action.DROP, R.HC_BAD_GROUP),
+            (routing & is_hc & bad_set, Action.DROP, R.HC_BAD_SET),
+            (routing & (group_parity | (is_hc & win_parity)), Action.DROP, R.PARITY),
+            (routing & is_hc & ~win_hit, Action.DROP, R.NO_ROUTE),
+            (routing & multicast & (dests == 0), Action.DROP, R.HC_EMPTY),
+            (routing & is_hc & receiver_parity, Action.DROP, R.PARITY),
+            (routing & is_hc & no_receiver, Action.DROP, R.NO_ROUTE),
+        ]
+        # The spill check comes next. It ends the longest path (two carry chains: the last
+        # byte's offset, then its comparison with each receiver's span), so the checks on
+        # either side of it are decided without it and it only picks between them.
+        spill = routing & multicast & Mux(is_hc, hc_spill, mc_spill)
+        checks_after_spill = [
+            (routing & multicast & ((dests & ~self.port_enable) != 0),
+             Action.DROP, R.PORT_DISABLED),
+            (routing & ~multicast & route_local, Action.CONSUME, R.MSG_LOCAL),
+            (routing & ~multicast & route_addr & win_parity, np_action, R.PARITY),
+            (routing & ~multicast & ~routed, np_action, R.NO_ROUTE),
+            (routing & ~multicast & ~dest_enabled, np_action, R.PORT_DISABLED),
+            # step 7 onwards: the beat itself
+            (~beat0_keep_ok, Action.DROP, R.KEEP),
+            (beat.last & (n_beats != 1), Action.DROP, R.TRUNCATED),
+            (~beat.last & (n_beats == 1), Action.DROP, R.OVERLONG),
+        ]
 
-        def verdict(act, why):
-            return [action.eq(act), reason.eq(why)]
-        with m.If(~self.port_enable[self.port]):
-            m.d.comb += verdict(Action.DROP, R.PORT_DISABLED)
-        with m.Elif(~beat.first):
-            m.d.comb += verdict(Action.DROP, R.MALFORMED)
-        with m.Elif((beat.pfx != 0) & (beat.pfx[29:32] != F.Fmt.PREFIX)):
-            m.d.comb += verdict(Action.DROP, R.MALFORMED)
-        with m.Elif(~valid_type):
-            m.d.comb += verdict(Action.DROP, R.MALFORMED)
-        with m.Elif(unsupported | sf_unsupported):
-            m.d.comb += verdict(np_action, R.UNSUPPORTED)
-        with m.Elif(too_long | (multicast & (n_beats > p.voq_depth))):
-            m.d.comb += verdict(Action.DROP, R.LENGTH)
-        with m.Elif(route_reason != R.NONE):
-            m.d.comb += verdict(route_action, route_reason)
-        with m.Elif(~beat0_keep_ok):
-            m.d.comb += verdict(Action.DROP, R.KEEP)
-        with m.Elif(beat.last & (n_beats != 1)):
-            m.d.comb += verdict(Action.DROP, R.TRUNCATED)
-        with m.Elif(~beat.last & (n_beats == 1)):
-            m.d.comb += verdict(Action.DROP, R.OVERLONG)
-        with m.Else():
-            m.d.comb += verdict(Action.FORWARD, R.NONE)
-
-        # The Unsupported Request completion (docs/protocol.md section 4).
-        ur_hdr = Signal(128)
-        ur_dw0 = Cat(C(0, 10), C(0, 2), hdr_field(dw0, F.DW0, "attr"), C(0, 4),
-                     hdr_field(dw0, F.DW0, "attr2"), hdr_field(dw0, F.DW0, "tag8"),
-                     hdr_field(dw0, F.DW0, "tc"), hdr_field(dw0, F.DW0, "tag9"),
-                     C(F.Type.CPL, 5), C(F.Fmt.DW3, 3))
-        ur_dw1 = Cat(C(4, 12), C(0, 1), C(F.CplStatus.UR, 3), self.completer_id)
-        ur_dw2 = Cat(C(0, 7), C(0, 1), hdr_field(dw1, F.REQ_DW1, "tag"),
-                     hdr_field(dw1, F.REQ_DW1, "requester_id"))
-        m.d.comb += ur_hdr.eq(Cat(ur_dw0, ur_dw1, ur_dw2, C(0, 32)))
+        def first_check(checks, name):
+            hit = Signal(name=f"{name}_hit")
+            act = Signal(2, name=f"{name}_action")
+            why = Signal(5, name=f"{name}_reason")
+            for k, (cond, a, r) in enumerate(checks):
+                with (m.If if k == 0 else m.Elif)(cond):
+                    m.d.comb += [hit.eq(1), act.eq(a), why.eq(r)]
+            return hit, act, why
+        early_hit, early_action, early_reason = first_check(checks_before_spill, "early")
+        _, late_action, late_reason = first_check(checks_after_spill, "late")
+        action = Signal(2)
+        reason = Signal(5)
+        m.d.comb += [
+            action.eq(Mux(early_hit, early_action, Mux(spill, Action.DROP, late_action))),
+            reason.eq(Mux(early_hit, early_reason, Mux(spill, R.MC_SPILL, late_reason))),
+        ]
 
         # ---- packet state ----
         in_packet = Signal()      # a start beat has been seen and its last has not
@@ -531,10 +523,7 @@ class IngressPort(wiring.Component):
         beat_index = Signal(range(p.max_beats + 1))
         pkt_beats = Signal.like(n_beats)
         pkt_last_keep = Signal(lanes)
-        pkt_dests = Signal(n)
-        pkt_mcast = Signal()
-        pkt_engine = Signal()
-        pkt_hdr = Signal(128)
+        pkt_hdr = Signal(128)     # header and prefix of the packet, for its events
         pkt_pfx = Signal(32)
 
         later_reason = Signal(5)
@@ -548,15 +537,34 @@ class IngressPort(wiring.Component):
             m.d.comb += later_reason.eq(R.TRUNCATED)
         with m.Elif(~beat.last & is_final):
             m.d.comb += later_reason.eq(R.OVERLONG)
+        cut = in_packet & (later_reason != R.NONE)    # a later beat ends its packet in error
 
         # ---- output register towards the VOQs ----
+        # The beat, its destinations and its stamp load with every accepted beat, whatever
+        # the verdict; only ``o.valid``, ``ur`` and the packet state wait for the verdict (the
+        # longest path), so it drives a few flip-flops instead of the 250-odd of the beat. An
+        # Unsupported Request completion is built from the registered request as it leaves.
         accept = advance
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-
+        fwd = Signal(VoqWrite(p))        # ``o.payload`` unless ``ur``
+        ur = Signal()
+        ur_completer = Signal(16)        # ``completer_id`` when the request was decided
         out = self.o.payload
-        ev = Signal(IngressEvents)
-        m.d.sync += self.events.eq(ev)
+        m.d.comb += out.eq(fwd)
+        with m.If(ur):
+            m.d.comb += [out.dests.eq(self_bit), out.engine.eq(0), out.mcast.eq(0),
+                         out.rewrite.eq(Rewrite.NONE), out.beat.eq(0),
+                         out.beat.first.eq(1), out.beat.last.eq(1),
+                         out.beat.hdr.eq(_ur_header(fwd.beat.hdr, ur_completer)), out.ur.eq(1)]
+
+        ev = Signal(IngressEvents)        # this cycle's events, registered into ``events``
+        ev_reg = Signal(IngressEvents)
+        m.d.sync += ev_reg.eq(ev)
+        # The header of the packet an event refers to is the one its first beat loaded into
+        # ``pkt_hdr``, which holds it until the next packet's first beat is accepted.
+        m.d.comb += [self.events.eq(ev_reg),
+                     self.events.hdr.eq(pkt_hdr), self.events.pfx.eq(pkt_pfx)]
         m.d.comb += [
             ev.rx_stall.eq(self.i.valid & ~self.i.ready),
             ev.rx_beat.eq(accept),
@@ -564,57 +572,41 @@ class IngressPort(wiring.Component):
         ]
 
         with m.If(accept):
+            m.d.sync += [fwd.beat.eq(Cat(beat.as_value(), cut)),    # err: cut short
+                         fwd.beat.first.eq(beat.first & ~in_packet),
+                         fwd.beat.last.eq(beat.last | cut),
+                         ur.eq(0)]
             with m.If(~in_packet):
-                m.d.comb += [ev.rx_packet.eq(1), ev.reason.eq(reason),
-                             ev.hdr.eq(beat.hdr), ev.pfx.eq(beat.pfx)]
+                m.d.comb += [ev.rx_packet.eq(1), ev.reason.eq(reason)]
                 m.d.sync += [pkt_hdr.eq(beat.hdr), pkt_pfx.eq(beat.pfx),
                              pkt_beats.eq(n_beats), pkt_last_keep.eq(last_keep),
-                             pkt_dests.eq(Mux(to_engine, 0, dests)), pkt_mcast.eq(multicast),
-                             pkt_engine.eq(to_engine),
                              beat_index.eq(1)]
+                m.d.sync += [fwd.dests.eq(Mux(to_engine, 0, dests)),
+                             fwd.engine.eq(to_engine),
+                             fwd.mcast.eq(multicast),
+                             fwd.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
+                                                Mux(mc_case, Rewrite.OVERLAY, Rewrite.NONE))),
+                             fwd.beat.hdr.eq(Mux(is_hc, with_address(hdr, rebase_offset), hdr)),
+                             fwd.beats.eq(n_beats),
+                             fwd.stamp.eq(stamp),
+                             ur_completer.eq(self.completer_id)]
                 m.d.sync += [in_packet.eq(~beat.last),
-                             discarding.eq(action != Action.FORWARD)]
-                with m.Switch(action):
-                    with m.Case(Action.FORWARD):
-                        m.d.sync += [self.o.valid.eq(1),
-                                     out.dests.eq(Mux(to_engine, 0, dests)),
-                                     out.engine.eq(to_engine),
-                                     out.beat.eq(Cat(beat.as_value(), C(0, 1))),
-                                     out.mcast.eq(multicast),
-                                     out.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
-                                                        Mux(mc_case, Rewrite.OVERLAY,
-                                                            Rewrite.NONE))),
-                                     out.beat.hdr.eq(Mux(is_hc,
-                                                         with_address(hdr, rebase_offset), hdr)),
-                                     out.beats.eq(n_beats),
-                                     out.stamp.eq(stamp), out.ur.eq(0)]
-                        with m.If(multicast):
-                            m.d.comb += [ev.mcast.eq(1), ev.copies.eq(_popcount(dests)),
-                                         ev.group_source.eq(Mux(hc_group, 1,
-                                                                Mux(mc_case, 2, 0))),
-                                         ev.group.eq(Mux(hc_group, group_id, mc_group))]
-                    with m.Case(Action.UR):
-                        m.d.comb += ev.ur.eq(1)
-                        m.d.sync += [self.o.valid.eq(1), out.dests.eq(self_bit),
-                                     out.engine.eq(0),
-                                     out.mcast.eq(0), out.rewrite.eq(Rewrite.NONE),
-                                     out.beat.eq(0),
-                                     out.beat.first.eq(1), out.beat.last.eq(1),
-                                     out.beat.hdr.eq(ur_hdr),
-                                     out.stamp.eq(stamp), out.ur.eq(1)]
+                             discarding.eq(action != Action.FORWARD),
+                             self.o.valid.eq((action == Action.FORWARD) |
+                                             (action == Action.UR)),
+                             ur.eq(action == Action.UR)]
+                m.d.comb += [ev.ur.eq(action == Action.UR),
+                             ev.mcast.eq(multicast & (action == Action.FORWARD))]
+                with m.If(multicast):      # meaningful with ``mcast`` only
+                    m.d.comb += [ev.copies.eq(_popcount(dests)),
+                                 ev.group_source.eq(Mux(hc_group, 1, Mux(mc_case, 2, 0))),
+                                 ev.group.eq(Mux(hc_group, group_id, mc_group))]
             with m.Elif(discarding):
                 m.d.sync += in_packet.eq(~beat.last)
             with m.Else():
-                m.d.comb += [ev.reason.eq(later_reason), ev.hdr.eq(pkt_hdr), ev.pfx.eq(pkt_pfx)]
-                m.d.sync += [self.o.valid.eq(1), out.dests.eq(pkt_dests),
-                             out.engine.eq(pkt_engine),
-                             out.mcast.eq(pkt_mcast), out.rewrite.eq(Rewrite.NONE),
-                             out.beat.eq(Cat(beat.as_value(), C(0, 1))),
-                             out.beat.first.eq(0), out.ur.eq(0),
-                             beat_index.eq(beat_index + 1)]
-                with m.If(later_reason != R.NONE):
-                    m.d.sync += [out.beat.last.eq(1), out.beat.err.eq(1),
-                                 in_packet.eq(~beat.last), discarding.eq(1)]
-                with m.Else():
-                    m.d.sync += in_packet.eq(~beat.last)
+                m.d.comb += ev.reason.eq(later_reason)
+                # dests, engine and mcast keep what the packet's first beat loaded
+                m.d.sync += [self.o.valid.eq(1), fwd.rewrite.eq(Rewrite.NONE),
+                             beat_index.eq(beat_index + 1),
+                             in_packet.eq(~beat.last), discarding.eq(cut)]
         return m
