@@ -223,10 +223,12 @@ class ReductionEngine(wiring.Component):
     for lack of buffer space: a lane whose group ring is full waits.
 
     Latency: a contribution's beats become reducible when its last beat is taken. On an idle
-    engine with ``result`` ready, the first result beat is transferred 10 cycles after the
+    engine with ``result`` ready, the first result beat is transferred 11 cycles after the
     edge at which ``contrib`` handed over the last beat needed (input register 1, pick 1,
-    plan 1, burst start 1, stage-memory read 1, reducer 3, output register 2). Rate: bursts follow each other without gaps, so a
-    group whose members keep up gets one result beat per cycle while ``result`` is ready.
+    plan 2, burst start 1, stage-memory read 1, reducer 3, output register 2). Rate: one burst
+    every third cycle at most, and bursts of three or more beats follow each other without
+    gaps, so a group whose members keep up gets one result beat per cycle while ``result`` is
+    ready.
     Ordering: a group's results leave in offset order, rounds in order; groups interleave at
     packet granularity.
     """
@@ -758,7 +760,13 @@ class ReductionEngine(wiring.Component):
                 nxt.append(t)
             level = nxt + level[len(level) & ~1:]
             lvl += 1
-        avail = level[0]
+        # The beats every member has, registered: the burst is sized in the next cycle from
+        # this cycle's count. A count a cycle old is never more than the beats there are: the
+        # picked group's counts only grow while it is picked (nothing resets a held group,
+        # and only its own burst claims beats), so a burst may be shorter, never wrong.
+        avail = Signal(CW)
+        planned = Signal()               # avail is that of pick_g
+        m.d.sync += avail.eq(level[0])
         bpo = Signal(BW)                 # beats of one operation
         m.d.comb += bpo.eq(cb.bpo)
         to_end = Signal(BW)
@@ -816,8 +824,9 @@ class ReductionEngine(wiring.Component):
         b_fire = Signal()
         sched_perr = Signal()
         m.d.comb += sched_perr.eq(cb.as_value().xor())
-        m.d.comb += b_fire.eq(pick_valid & ~sched_perr & (~slot_valid | slot_take) &
+        m.d.comb += b_fire.eq(pick_valid & planned & ~sched_perr & (~slot_valid | slot_take) &
                               hdr_fifo.w_rdy)
+        m.d.sync += planned.eq(pick_valid & ~b_fire & ~sched_perr)
         # a picked group whose snapshot fails its parity check is not served: dropped from
         # the scheduler and aborted (below) once nothing of it is in the scheduler
         m.d.sync += self.parity_error.eq(pick_valid & sched_perr)
