@@ -714,8 +714,10 @@ class ReductionEngine(wiring.Component):
             ]
         # groups whose scheduler snapshot failed its parity check, waiting to be aborted
         parity_abort = Signal(G)
+        # groups that timed out in the cycle before (registered: see "timeout" below)
+        timed_out = Signal(G)
         ready_vec = Signal(G)
-        m.d.comb += ready_vec.eq(active & all_have & ~parity_abort)
+        m.d.comb += ready_vec.eq(active & all_have & ~parity_abort & ~timed_out)
 
         # ======================================================================================
         # scheduler stage A: pick a group (round robin)
@@ -1164,8 +1166,14 @@ class ReductionEngine(wiring.Component):
         ab_busy = Signal()
         ab_g = Signal(range(max(G, 2)))
         ab_mask = Signal(N)
+        # The abort acts on the expiry of the cycle before, so that the members' counts, from
+        # which "waiting" is derived, do not lead through the abort into every lane in one
+        # cycle. A group that expired is not picked in the next cycle (ready_vec), and it was
+        # not in the scheduler when it expired (waiting), so it is not in the scheduler when it
+        # is aborted; it is still active (a group deactivated in between is not aborted).
+        m.d.sync += timed_out.eq(expired & ~abort_now)
         abort_req = Signal(G)          # timed out, or failed a parity check (not in flight)
-        m.d.comb += abort_req.eq(expired | (parity_abort & ~held))
+        m.d.comb += abort_req.eq((timed_out & active) | (parity_abort & ~held))
         x_hit, x_idx = _lowest_one(m, abort_req, G, "abort_pick")
         ab_hit, ab_port = _lowest_one(m, ab_mask, N, "abort_port")
         m.d.sync += self.aborted.valid.eq(0)
