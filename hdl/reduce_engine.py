@@ -503,7 +503,10 @@ class ReductionEngine(wiring.Component):
             rot_q = Signal(range(n), name=f"l{p}_rot_q")
             len_q = Signal(11, name=f"l{p}_len_q")
             off_q = Signal(OW, name=f"l{p}_off_q")
-            expected_q = Signal(OW, name=f"l{p}_expected_q")
+            # the offset check, made as the beat is registered (and again when a commit of its
+            # group changes the expected offset), so it is not at the start of the lane's
+            # longest path (through the notice arbiter to ``ready``)
+            off_bad_q = Signal(name=f"l{p}_off_bad_q")
             row_q = Signal(CW, name=f"l{p}_row_q")
             delta_q = Signal(CW, name=f"l{p}_delta_q")    # commit count = row + delta
             commit_off_q = Signal(OW, name=f"l{p}_commit_off_q")
@@ -585,7 +588,7 @@ class ReductionEngine(wiring.Component):
             xfer = s.valid & s.ready & checked
             reason_use = Signal(REASON_BITS, name=f"l{p}_reason")
             m.d.comb += reason_use.eq(Mux(reason_q != 0, reason_q,
-                                          Mux(off_q != expected_q, R.INC_OFFSET, 0)))
+                                          Mux(off_bad_q, R.INC_OFFSET, 0)))
             commit_w_first = Signal(CW, name=f"l{p}_commit_w_first")
             m.d.comb += commit_w_first.eq(row_q + delta_q)
 
@@ -677,7 +680,9 @@ class ReductionEngine(wiring.Component):
                     checked.eq(~inval),
                     reason_q.eq(reason), g_q.eq(g_h), rot_q.eq(off_b[2:2 + lgn]),
                     len_q.eq(len_dw), off_q.eq(off_b[2:SIZE_BITS]),
-                    expected_q.eq(Mux(same_g, committed_expected, expected)),
+                    # both comparisons are made beside the commit, which only picks one
+                    off_bad_q.eq(Mux(same_g, off_b[2:SIZE_BITS] != committed_expected,
+                                     off_b[2:SIZE_BITS] != expected)),
                     row_q.eq(Mux(same_g, commit_w, row_h)),
                     delta_q.eq(end_rows - off_b[2 + lgn:2 + OW]),
                     commit_off_q.eq(commit_off_h), op_end_q.eq(op_end_h),
@@ -686,7 +691,8 @@ class ReductionEngine(wiring.Component):
             with m.Else():
                 m.d.sync += checked.eq(checked & ~inval)
                 with m.If(commit & (cur_g == g_q)):
-                    m.d.sync += [expected_q.eq(committed_expected), row_q.eq(commit_w)]
+                    m.d.sync += [off_bad_q.eq(off_q != committed_expected),
+                                 row_q.eq(commit_w)]
             m.d.comb += [exp_wr.addr.eq(cur_g), exp_wr.data.eq(commit_off),
                          exp_wr.en.eq(commit)]
             for g in range(G):
@@ -737,14 +743,19 @@ class ReductionEngine(wiring.Component):
         m.d.comb += scfg.addr.eq(pick_g)
         cb = scfg.data
         rb = Signal(CW)
-        ro = Signal(BW)
-        crem = Signal(BW)
-        cport = Signal(range(N))
         st_rd = sched_state.read_port(domain="comb")
         st_wr = sched_state.write_port()
         is_fresh = fresh.bit_select(pick_g, 1)
-        m.d.comb += [st_rd.addr.eq(pick_g), rb.eq(Array(rbeats)[pick_g]),
-                     ro.eq(Mux(is_fresh, 0, st_rd.data.roff)),
+        m.d.comb += [st_rd.addr.eq(pick_g), rb.eq(Array(rbeats)[pick_g])]
+        # The picked group's scheduler state, registered like the members' beats below: it
+        # changes only when the group's burst fires, so in the second planning cycle these
+        # are exact.
+        ro = Signal(BW)                  # beat offset of the burst in the round
+        to_end = Signal(BW)              # beats from there to the round's end
+        crem = Signal(BW)
+        cport = Signal(range(N))
+        ro_now = Mux(is_fresh, 0, st_rd.data.roff)
+        m.d.sync += [ro.eq(ro_now), to_end.eq(cb.bpo - ro_now),
                      crem.eq(Mux(is_fresh, cb.chunk_beats, st_rd.data.chunk_rem)),
                      cport.eq(Mux(is_fresh, cb.first_member, st_rd.data.chunk_port))]
         level = []                       # beats each member has; a balanced min tree
@@ -769,10 +780,6 @@ class ReductionEngine(wiring.Component):
         avail = Signal(CW)
         planned = Signal()               # avail is that of pick_g
         m.d.sync += avail.eq(level[0])
-        bpo = Signal(BW)                 # beats of one operation
-        m.d.comb += bpo.eq(cb.bpo)
-        to_end = Signal(BW)
-        m.d.comb += to_end.eq(bpo - ro)
         is_rs = cb.collective == Collective.REDUCESCATTER
         k = Signal(KW)
         lim = _min(_min(avail, to_end), Mux(is_rs, crem, self.out_beats))
