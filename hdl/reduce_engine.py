@@ -25,6 +25,7 @@ from ..models import formats as F
 from ..models.reduction import DTYPE_NAMES, DTYPES, ELEMENT_EVENTS, FLOAT_OPS, OPS
 from .params import SwitchParams
 from .reduce_datapath import BeatReducer, ElementEventCounter, ElemType, ReduceOp, model_enum
+from .ingress import one_hot_select
 from .tlp import EgressBeat, hdr_address, hdr_dw, hdr_field, with_address
 
 __all__ = [
@@ -781,18 +782,35 @@ class ReductionEngine(wiring.Component):
         planned = Signal()               # avail is that of pick_g
         m.d.sync += avail.eq(level[0])
         is_rs = cb.collective == Collective.REDUCESCATTER
+        # k, the burst's length, is the least of these operands. Which one it is comes from
+        # their comparisons with each other, all made at once (ties go to the lowest-numbered
+        # operand), and the sums that need k (the new round offset, chunk remainder and
+        # claimed beats) are made for every operand beside them and picked by that one-hot:
+        # no carry chain waits for the minimum.
+        limits = [avail, to_end, Mux(is_rs, crem, self.out_beats), C(self.out_beats, KW)]
+        at_most = {(i, j): Signal(name=f"k_le_{i}_{j}")
+                   for i in range(4) for j in range(i + 1, 4)}
+        m.d.comb += [v.eq(limits[i] <= limits[j]) for (i, j), v in at_most.items()]
+        is_k = Signal(4)                 # one-hot: the operand that is k
+        for i in range(4):
+            m.d.comb += is_k[i].eq(Cat(at_most[i, j] if i < j else ~at_most[j, i]
+                                       for j in range(4) if j != i).all())
         k = Signal(KW)
-        lim = _min(_min(avail, to_end), Mux(is_rs, crem, self.out_beats))
-        m.d.comb += k.eq(_min(lim, self.out_beats))
+        m.d.comb += k.eq(one_hot_select(is_k, limits))
+
+        def plus_k(base):
+            return one_hot_select(is_k, [base + v for v in limits])
+
+        def minus_k(base):
+            return one_hot_select(is_k, [base - v for v in limits])
+        rb_next = Signal(CW)             # the group's claimed beats after this burst
+        m.d.comb += rb_next.eq(plus_k(rb))
         # Whether the burst ends the operation (k == to_end, as ro <= bpo) and whether it
-        # ends the chunk (k == crem), decided from the operands of the minimum k rather than
-        # from k: comparisons beside the min tree's last level, not carry chains after it.
-        # For an operand x of the minimum, k == x is "x <= every operand". crem is one for
-        # ReduceScatter, the only collective whose chunk state (chunk_rem, chunk_port) is
-        # read, so chunk_end means nothing for the others.
+        # ends the chunk (k == crem): for an operand x of the minimum, k == x is "x <= every
+        # operand". crem is one for ReduceScatter, the only collective whose chunk state
+        # (chunk_rem, chunk_port) is read, so chunk_end means nothing for the others.
         op_end = Signal()
         chunk_end = Signal()
-        limits = [avail, to_end, Mux(is_rs, crem, self.out_beats), C(self.out_beats, KW)]
         m.d.comb += [op_end.eq(Cat(to_end <= v for v in limits).all()),
                      chunk_end.eq(Cat(crem <= v for v in limits).all())]
         nbytes = Signal(14)
@@ -855,9 +873,9 @@ class ReductionEngine(wiring.Component):
             ]
             for g in range(G):
                 with m.If(pick_g == g):
-                    m.d.sync += [rbeats[g].eq(rb + k), fresh[g].eq(0)]
+                    m.d.sync += [rbeats[g].eq(rb_next), fresh[g].eq(0)]
         m.d.comb += [st_wr.addr.eq(pick_g), st_wr.en.eq(b_fire),
-                     st_wr.data.roff.eq(Mux(op_end, 0, ro + k))]
+                     st_wr.data.roff.eq(Mux(op_end, 0, plus_k(ro)))]
         with m.If(op_end):
             m.d.comb += [st_wr.data.chunk_rem.eq(cb.chunk_beats),
                          st_wr.data.chunk_port.eq(cb.first_member)]
@@ -865,7 +883,8 @@ class ReductionEngine(wiring.Component):
             m.d.comb += [st_wr.data.chunk_rem.eq(cb.chunk_beats),
                          st_wr.data.chunk_port.eq(b_next_member)]
         with m.Else():
-            m.d.comb += [st_wr.data.chunk_rem.eq(crem - k), st_wr.data.chunk_port.eq(cport)]
+            m.d.comb += [st_wr.data.chunk_rem.eq(minus_k(crem)),
+                         st_wr.data.chunk_port.eq(cport)]
         with m.If(slot_take):
             m.d.sync += slot_valid.eq(0)
         with m.If(b_fire):
