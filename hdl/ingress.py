@@ -328,7 +328,7 @@ class IngressPort(wiring.Component):
 
         # ---- stage 2: decode, verdict, write towards the VOQs ----
         hdr = beat.hdr
-        dw0, dw1, dw2, dw3 = (hdr_dw(hdr, k) for k in range(4))
+        dw0 = hdr_dw(hdr, 0)
 
         # ---- header decode (meaningful on a packet's first beat) ----
         fmt = hdr_field(dw0, F.DW0, "fmt")
