@@ -12,7 +12,7 @@ Block diagram (one lane and one stage memory per port, one scheduler, one reduce
                   notice arbiter --> notice FIFO --+     scheduler: pick group (round robin),
                                                    |     burst of k beats --> BeatReducer
                                                    v                             |
-                                       result <-- output register <-- packetiser +
+                                       result <-- output queue <-- packetiser +
 """
 
 from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value
@@ -198,10 +198,10 @@ class ReductionEngine(wiring.Component):
         The per-group element statistics (docs/telemetry.md section 2.1): ``amount`` elements
         of one result beat of ``group`` (within its ``keep``) are NaNs / infinities /
         saturations (+-max finite because the saturate rule clamped them: fp8 sums only).
-        Counted once per beat the reducer hands to the output register (which sends every
+        Counted once per beat the reducer hands to the output queue (which sends every
         such beat), so once per element sent, whatever the number of destinations. Each
         output pulses at most once per cycle, 2 cycles after the clock edge at which the
-        beat entered the output register: before the ``completed`` pulse of its round.
+        beat entered the output queue: before the ``completed`` pulse of its round.
     config_error : Out(ConfigEvent)
         One-cycle pulse: arming ``group`` failed for ``cause`` (the group stays inactive).
     bad_config : Out(1)
@@ -226,7 +226,7 @@ class ReductionEngine(wiring.Component):
     Latency: a contribution's beats become reducible when its last beat is taken. On an idle
     engine with ``result`` ready, the first result beat is transferred 11 cycles after the
     edge at which ``contrib`` handed over the last beat needed (input register 1, pick 1,
-    plan 2, burst start 1, stage-memory read 1, reducer 3, output register 2). Rate: one burst
+    plan 2, burst start 1, stage-memory read 1, reducer 3, output queue 2). Rate: one burst
     every third cycle at most, and bursts of three or more beats follow each other without
     gaps, so a group whose members keep up gets one result beat per cycle while ``result`` is
     ready.
@@ -931,11 +931,18 @@ class ReductionEngine(wiring.Component):
             m.d.comb += red.i.payload.operands[p].eq(rp.data)
 
         # ======================================================================================
-        # output register: result packets and notices, never interleaved
+        # output queue: result packets and notices, never interleaved. Two entries, so "can
+        # take a beat" is a register: no combinational path from ``result.ready`` back into
+        # the reducer and the scheduler (the same one-cycle latency as a plain register).
         # ======================================================================================
         out = self.result
+        out_entry = data.StructLayout({"beat": self.result_layout, "op_end": 1,
+                                       "group": GROUP_ID_BITS})
+        out_q = m.submodules.out_queue = SyncFIFO(width=out_entry.size, depth=2)
+        out_w = Signal(out_entry)
+        out_head = out_entry(out_q.r_data)
         load = Signal()
-        m.d.comb += load.eq(~out.valid | out.ready)
+        m.d.comb += load.eq(out_q.w_rdy)
         res_lock = Signal()             # a result packet is half way out
         prio_notice = Signal()
         hd = hdr_layout(hdr_fifo.r_data)
@@ -949,9 +956,12 @@ class ReductionEngine(wiring.Component):
             red.o.ready.eq(load & sel_result),
             notice_fifo.r_en.eq(load & sel_notice),
             hdr_fifo.r_en.eq(load & sel_result & r_last),
+            out_q.w_en.eq(sel_notice | sel_result),
+            out_q.w_data.eq(out_w),
+            out.valid.eq(out_q.r_rdy),
+            out.payload.eq(out_head.beat),
+            out_q.r_en.eq(out.ready),
         ]
-        out_op_end = Signal()
-        out_group = Signal(GROUP_ID_BITS)
         n_dw0 = Signal(32)
         n_dw1 = Signal(32)
         m.d.comb += [
@@ -970,47 +980,49 @@ class ReductionEngine(wiring.Component):
             hdr_field(notice_dw, F.INC_NOTICE, "group").eq(nt.group),
             hdr_field(notice_dw, F.INC_NOTICE, "kind").eq(nt.kind),
         ]
+        ob = out_w.beat
+        # pfx and err are 0, assigned in each branch: a constant-only combinational
+        # assignment becomes an `always @*` with nothing to trigger it, X in Icarus.
+        with m.If(sel_notice):
+            m.d.comb += [
+                ob.beat.pfx.eq(0),
+                ob.beat.err.eq(0),
+                ob.beat.data.eq(notice_dw),
+                ob.beat.keep.eq(0xF),
+                ob.beat.first.eq(1),
+                ob.beat.last.eq(1),
+                ob.beat.hdr.eq(with_address(Cat(n_dw0, n_dw1, C(0, 64)), notice_offset)),
+                ob.dests.eq((C(1, N) << nt.port)[:N]),
+                ob.rebase.eq(1),
+            ]
+        with m.Else():
+            m.d.comb += [
+                ob.beat.pfx.eq(0),
+                ob.beat.err.eq(0),
+                ob.beat.data.eq(red.o.payload.result),
+                ob.beat.keep.eq(Mux(r_last, hd.tail_keep, (1 << L) - 1)),
+                ob.beat.first.eq(r_first),
+                ob.beat.last.eq(r_last),
+                ob.beat.hdr.eq(hd.hdr),
+                ob.dests.eq(hd.dests),
+                ob.rebase.eq(1),
+                out_w.op_end.eq(r_last & hd.op_end),
+                out_w.group.eq(hd.group),
+            ]
         with m.If(load):
-            m.d.sync += out.valid.eq(sel_notice | sel_result)
             with m.If(sel_notice):
-                m.d.sync += [
-                    out.payload.beat.data.eq(notice_dw),
-                    out.payload.beat.keep.eq(0xF),
-                    out.payload.beat.first.eq(1),
-                    out.payload.beat.last.eq(1),
-                    out.payload.beat.hdr.eq(with_address(Cat(n_dw0, n_dw1, C(0, 64)),
-                                                         notice_offset)),
-                    out.payload.beat.pfx.eq(0),
-                    out.payload.beat.err.eq(0),
-                    out.payload.dests.eq((C(1, N) << nt.port)[:N]),
-                    out.payload.rebase.eq(1),
-                    out_op_end.eq(0),
-                    prio_notice.eq(0),
-                ]
+                m.d.sync += prio_notice.eq(0)
             with m.Elif(sel_result):
-                m.d.sync += [
-                    out.payload.beat.data.eq(red.o.payload.result),
-                    out.payload.beat.keep.eq(Mux(r_last, hd.tail_keep, (1 << L) - 1)),
-                    out.payload.beat.first.eq(r_first),
-                    out.payload.beat.last.eq(r_last),
-                    out.payload.beat.hdr.eq(hd.hdr),
-                    out.payload.beat.pfx.eq(0),
-                    out.payload.beat.err.eq(0),
-                    out.payload.dests.eq(hd.dests),
-                    out.payload.rebase.eq(1),
-                    out_op_end.eq(r_last & hd.op_end),
-                    out_group.eq(hd.group),
-                    res_lock.eq(~r_last),
-                ]
+                m.d.sync += res_lock.eq(~r_last)
                 with m.If(r_last):
                     m.d.sync += prio_notice.eq(1)
         m.d.sync += [
-            self.completed.valid.eq(out.valid & out.ready & out_op_end),
-            self.completed.group.eq(out_group),
+            self.completed.valid.eq(out.valid & out.ready & out_head.op_end),
+            self.completed.group.eq(out_head.group),
             self.bad_config.eq(red.o.valid & red.o.ready & red.o.payload.bad_config),
         ]
 
-        # element statistics of every result beat handed to the output register (each is
+        # element statistics of every result beat handed to the output queue (each is
         # sent): a registered classification and population count beside the output path
         stat = m.submodules.element_events = ElementEventCounter(W, self.dtypes,
                                                                  tag_width=GROUP_ID_BITS)
