@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: all demo test verilog synth switch-area reduce-area block-timing bench regress-long lint formal docs clean
+.PHONY: all demo test verilog synth synth-small switch-area reduce-area block-timing bench regress-long lint formal docs clean
 
 all: test
 
@@ -34,6 +34,9 @@ formal: $(STAMP)
 
 synth: $(STAMP)
 	$(VENV)/bin/smartfabric synth --ports 8 --data-width 64 --out build/synth
+
+synth-small: $(STAMP)
+	$(VENV)/bin/smartfabric synth --config synth/smallest_2x64.toml --out build/synth_small
 
 switch-area: $(STAMP)
 	$(PY) -m smartfabric.synth.switch_area --config synth/lean_8x64.toml --out build/switch_area

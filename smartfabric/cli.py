@@ -69,7 +69,8 @@ def _cmd_lint(args):
 def _cmd_synth(args):
     from .synth import ecp5
     params = _params(args)
-    ecp5.run_ecp5(params, args.out, freq_mhz=args.freq)
+    ecp5.run_ecp5(params, args.out, freq_mhz=args.freq, seed=args.seed, router=args.router,
+                  placer=args.placer)
 
 
 def _run_bench_test(params, sim, testcase, module, env, build_root):
@@ -297,7 +298,8 @@ def _plot_allreduce(result, path):
     return path
 
 
-def main(argv=None):
+def _parser():
+    """The command line of ``smartfabric``, every sub-command."""
     parser = _Parser(prog="smartfabric", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -314,6 +316,11 @@ def main(argv=None):
     _add_switch_args(p, ports=8, width=64)
     p.add_argument("--out", type=Path, default=Path("build/synth"))
     p.add_argument("--freq", type=float, default=150.0, help="target clock in MHz")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--router", default="router2", choices=("router1", "router2"),
+                   help="nextpnr router (default router2)")
+    p.add_argument("--placer", default="static", choices=("heap", "static", "sa"),
+                   help="nextpnr placer (default static: the whole switch routes with it)")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("bench", help="measure the RTL in simulation; prints JSON with --json")
@@ -363,8 +370,11 @@ def main(argv=None):
     p.add_argument("--packets", type=int, default=16, help="packets per port per pattern")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_cmd_demo)
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     try:
         args.func(args)
     except (ValueError, RuntimeError, AssertionError, OSError) as e:

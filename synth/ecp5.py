@@ -23,7 +23,7 @@ from pathlib import Path
 from ..hdl.params import SwitchParams
 from .verilog import TOP_NAME, write_verilog
 
-__all__ = ["WRAPPER_NAME", "DEVICES", "run_ecp5", "synthesise", "place_and_route",
+__all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise", "place_and_route",
            "wrapper_verilog", "top_ports", "module_cells", "main_clock",
            "add_arguments", "run_from_args", "main"]
 
@@ -34,6 +34,11 @@ WRAPPER_CHUNK = 1024
 # Device flags nextpnr-ecp5 knows (``--<device>``).
 DEVICES = ("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k",
            "um5g-25k", "um5g-45k", "um5g-85k")
+
+#: nextpnr-ecp5 placers (``--placer``).
+PLACERS = ("heap", "static", "sa")
+#: nextpnr-ecp5 routers (``--router``).
+ROUTERS = ("router1", "router2")
 
 _PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:\[(\d+):(\d+)\]\s+)?(\\?\S+?)\s*;")
 
@@ -277,7 +282,8 @@ def synthesise(out, module, *, label="the design", timeout_s=None):
 
 
 def place_and_route(out, *, device="85k", package="CABGA381", speed=8, freq_mhz=150, seed=1,
-                    router="router1", extra_args=(), label="the design", timeout_s=None):
+                    router="router1", placer="heap", extra_args=(), label="the design",
+                    timeout_s=None):
     """nextpnr-ecp5 on ``<out>/out.json`` (see :func:`synthesise`): writes ``nextpnr.args``,
     ``nextpnr.log`` and ``report.json`` and returns the report. RuntimeError when the design
     (``label``) does not fit the device (nextpnr is stopped before placement) or nextpnr
@@ -286,7 +292,8 @@ def place_and_route(out, *, device="85k", package="CABGA381", speed=8, freq_mhz=
     args = [f"--{device}", "--package", package, "--speed", str(speed),
             "--json", "out.json", "--freq", f"{freq_mhz:g}", "--seed", str(seed),
             "--report", "report.json", *extra_args, "--lpf-allow-unconstrained",
-            "--timing-allow-fail", "--router", router, "--log", "nextpnr.log", "--quiet"]
+            "--timing-allow-fail", "--placer", placer, "--router", router,
+            "--log", "nextpnr.log", "--quiet"]
     (out / "nextpnr.args").write_text(" ".join(args) + "\n")
     (out / "report.json").unlink(missing_ok=True)
     rc, text, over = _run_nextpnr(out, args, timeout_s)
@@ -302,7 +309,8 @@ def place_and_route(out, *, device="85k", package="CABGA381", speed=8, freq_mhz=
 
 
 def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381", speed=8,
-             freq_mhz=150, seed=1, log=print, router="router1", timeout_s=None) -> dict:
+             freq_mhz=150, seed=1, log=print, router="router2", placer="static",
+             timeout_s=None) -> dict:
     """Synthesise, place and route the switch for an ECP5 and measure Fmax and utilisation.
 
     Steps: write ``smartfabric_switch.v`` for ``params``; Yosys ``synth_ecp5`` (Yosys 0.70
@@ -363,9 +371,14 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         Target clock frequency for timing-driven placement and routing.
     seed : int
         nextpnr placer seed (Fmax varies by a few percent from seed to seed).
-    router : str
-        nextpnr router, ``"router1"`` (nextpnr's default) or ``"router2"`` (converges
-        faster on congested designs).
+    router, placer : str
+        nextpnr router (:data:`ROUTERS`) and placer (:data:`PLACERS`). The defaults are
+        ``router2`` and the ``static`` (electrostatic) placer, not nextpnr's ``router1`` and
+        ``heap``. With them the whole switch routes: the smallest build without a header
+        capture in 38 routing iterations (2026-11-25), where ``heap`` packed it into a
+        denser block that ``router2`` had not finished after 142 iterations (10 wires still
+        overused); ``router1`` had not converged on the whole switch in 8 minutes (session
+        9). docs/fpga-area.md, session 14.
     log : callable
         Receives the progress and result lines (``Fmax: <MHz> MHz`` exactly once, then
         ``LUT4: <n>  FF: <n>  BRAM: <n>``).
@@ -384,7 +397,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     Raises
     ------
     ValueError
-        Bad device, speed, frequency or router.
+        Bad device, speed, frequency, router or placer.
     RuntimeError
         A tool failed (the message ends with the tail of its log), or the design does not
         fit the device: nextpnr is stopped as soon as its utilisation report (before
@@ -396,8 +409,10 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         raise ValueError(f"speed grade must be 6, 7 or 8, not {speed!r}")
     if not freq_mhz > 0:
         raise ValueError(f"frequency must be positive, not {freq_mhz!r}")
-    if router not in ("router1", "router2"):
-        raise ValueError(f"router must be router1 or router2, not {router!r}")
+    if router not in ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ROUTERS)}, not {router!r}")
+    if placer not in PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, not {placer!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     steps = {}
@@ -424,7 +439,8 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     # 3. nextpnr.
     t = time.monotonic()
     report = place_and_route(out, device=device, package=package, speed=speed,
-                             freq_mhz=freq_mhz, seed=seed, router=router, timeout_s=timeout_s)
+                             freq_mhz=freq_mhz, seed=seed, router=router, placer=placer,
+                             timeout_s=timeout_s)
     steps["nextpnr"] = round(time.monotonic() - t, 2)
     lut_kinds = _lut_breakdown(_read(out / "nextpnr.log"))
 
@@ -461,6 +477,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         "speed": speed,
         "seed": seed,
         "router": router,
+        "placer": placer,
         "clock": clock,
         "fmax_mhz": round(fmax, 2),
         "target_mhz": freq_mhz,
@@ -520,7 +537,8 @@ def add_arguments(parser):
     parser.add_argument("--speed", type=int, default=8, choices=(6, 7, 8))
     parser.add_argument("--freq", type=float, default=150.0, help="target MHz (default 150)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--router", default="router1", choices=("router1", "router2"))
+    parser.add_argument("--router", default="router2", choices=ROUTERS)
+    parser.add_argument("--placer", default="static", choices=PLACERS)
     return parser
 
 
@@ -536,7 +554,8 @@ def run_from_args(args, parser):
         parser.error(str(e))
     try:
         run_ecp5(params, args.out, device=args.device, package=args.package,
-                 speed=args.speed, freq_mhz=args.freq, seed=args.seed, router=args.router)
+                 speed=args.speed, freq_mhz=args.freq, seed=args.seed, router=args.router,
+                 placer=args.placer)
     except RuntimeError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
