@@ -29,6 +29,7 @@ from amaranth.back import verilog
 
 from ..hdl.params import SwitchParams, SMALLEST, load_config
 from . import ecp5
+from .ecp5 import critical_path
 
 __all__ = ["BLOCKS", "build_block", "critical_path", "run_block", "main"]
 
@@ -86,45 +87,6 @@ def build_block(name, params):
     if name not in BLOCKS:
         raise ValueError(f"unknown block {name!r}; blocks: {', '.join(BLOCKS)}")
     return verilog.convert(BLOCKS[name][1](params), name=MODULE, emit_src=False)
-
-
-def critical_path(report):
-    """The first critical path of a nextpnr ``report.json``, summarised: ``from`` and ``to``
-    (cell.port), ``delay_ns``, ``logic_ns`` and ``routing_ns`` (their split), ``logic_steps``
-    and ``steps``: the logic steps as ``[cumulative ns, cell.port]``, a carry chain's
-    carry-to-carry steps folded into one line with their count. None when the report has no
-    path (nextpnr lists them only after routing)."""
-    paths = report.get("critical_paths") or []
-    if not paths or not paths[0].get("path"):
-        return None
-    path = paths[0]["path"]
-    total = logic = 0.0
-    steps, chain = [], 0
-    for st in path:
-        total += st["delay"]
-        if st["type"] == "routing":
-            continue
-        logic += st["delay"]
-        where = f'{st["to"]["cell"]}.{st["to"]["port"]}'
-        if st["type"] == "logic" and (st["to"]["port"] == "FCO" or st["delay"] == 0):
-            chain += 1
-            continue
-        if chain:
-            steps.append([round(total - st["delay"], 2), f"... {chain} carry steps"])
-            chain = 0
-        steps.append([round(total, 2), where])
-    if chain:
-        steps.append([round(total, 2), f"... {chain} carry steps"])
-    first, last = path[0], path[-1]
-    return {
-        "from": f'{first["from"]["cell"]}.{first["from"]["port"]}',
-        "to": f'{last["to"]["cell"]}.{last["to"]["port"]}',
-        "delay_ns": round(total, 2),
-        "logic_ns": round(logic, 2),
-        "routing_ns": round(total - logic, 2),
-        "logic_steps": sum(1 for st in path if st["type"] != "routing"),
-        "steps": steps,
-    }
 
 
 def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",

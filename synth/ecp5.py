@@ -23,8 +23,9 @@ from pathlib import Path
 from ..hdl.params import SwitchParams
 from .verilog import TOP_NAME, write_verilog
 
-__all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise", "place_and_route",
-           "wrapper_verilog", "top_ports", "module_cells", "main_clock",
+__all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise",
+           "place_and_route", "wrapper_verilog", "top_ports", "module_cells", "main_clock",
+           "critical_path",
            "add_arguments", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
@@ -257,6 +258,47 @@ def main_clock(fmax):
     return min(fmax, key=lambda n: fmax[n]["achieved"])
 
 
+def critical_path(report):
+    """The critical path of a nextpnr ``report.json`` (the first one from a clock edge to a
+    clock edge, not a path from or to the unconstrained pins), summarised: ``from`` and ``to``
+    (cell.port), ``delay_ns``, ``logic_ns`` and ``routing_ns`` (their split), ``logic_steps``
+    and ``steps``: the logic steps as ``[cumulative ns, cell.port]``, a carry chain's
+    carry-to-carry steps folded into one line with their count. None when the report has no
+    path (nextpnr lists them only after routing)."""
+    paths = [p for p in report.get("critical_paths") or [] if p.get("path")]
+    clocked = [p for p in paths if "<async>" not in (p.get("from"), p.get("to"))]
+    if not paths:
+        return None
+    path = (clocked or paths)[0]["path"]
+    total = logic = 0.0
+    steps, chain = [], 0
+    for st in path:
+        total += st["delay"]
+        if st["type"] == "routing":
+            continue
+        logic += st["delay"]
+        where = f'{st["to"]["cell"]}.{st["to"]["port"]}'
+        if st["type"] == "logic" and (st["to"]["port"] == "FCO" or st["delay"] == 0):
+            chain += 1
+            continue
+        if chain:
+            steps.append([round(total - st["delay"], 2), f"... {chain} carry steps"])
+            chain = 0
+        steps.append([round(total, 2), where])
+    if chain:
+        steps.append([round(total, 2), f"... {chain} carry steps"])
+    first, last = path[0], path[-1]
+    return {
+        "from": f'{first["from"]["cell"]}.{first["from"]["port"]}',
+        "to": f'{last["to"]["cell"]}.{last["to"]["port"]}',
+        "delay_ns": round(total, 2),
+        "logic_ns": round(logic, 2),
+        "routing_ns": round(total - logic, 2),
+        "logic_steps": sum(1 for st in path if st["type"] != "routing"),
+        "steps": steps,
+    }
+
+
 def synthesise(out, module, *, label="the design", timeout_s=None):
     """Yosys ``synth_ecp5`` of ``module`` (``<out>/<module>.v``) inside its pin wrapper
     (``<out>/synth_top.v``), the module kept as its own hierarchy level. Writes ``yosys.ys``,
@@ -380,8 +422,8 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         overused); ``router1`` had not converged on the whole switch in 8 minutes (session
         9). docs/fpga-area.md, session 14.
     log : callable
-        Receives the progress and result lines (``Fmax: <MHz> MHz`` exactly once, then
-        ``LUT4: <n>  FF: <n>  BRAM: <n>``).
+        Receives the progress and result lines (``Fmax: <MHz> MHz`` exactly once, then the
+        critical path, then ``LUT4: <n>  FF: <n>  BRAM: <n>``).
     timeout_s : float, optional
         Limit for each tool run; ``subprocess.TimeoutExpired`` when exceeded.
 
@@ -391,7 +433,9 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         The summary also written to ``out_dir/synth.json``: ``config``, ``device``,
         ``package``, ``speed``, ``seed``, ``fmax_mhz``, ``target_mhz``, ``timing_met``,
         ``lut4``, ``ff``, ``bram``, ``lutram``, ``carry``, ``lut4_kinds``, ``units``,
-        ``available``, ``total``, ``wrapper``, ``yosys_cells``, ``tools`` (package and tool
+        ``available``, ``total``, ``wrapper``, ``yosys_cells``, ``critical_path``
+        (:func:`critical_path`: where the longest path starts and ends, its delay split into
+        logic and routing, its logic steps), ``tools`` (package and tool
         versions), ``steps_s`` (wall-clock seconds per step) and ``runtime_s``.
 
     Raises
@@ -498,6 +542,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
         "wrapper": wrapper,
         "lut4_kinds": lut_kinds,
         "yosys_cells": dict(sorted((k, v) for k, v in sw_cells.items() if k != "$scopeinfo")),
+        "critical_path": critical_path(report),
         "tools": _tool_versions(),
         "steps_s": steps,
     }
@@ -505,6 +550,10 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     (out / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
     log(f"nextpnr: clock {clock}, target {freq_mhz:g} MHz [{steps['nextpnr']:.1f} s]")
     log(f"Fmax: {summary['fmax_mhz']:.2f} MHz")
+    path = summary["critical_path"]
+    if path:
+        log(f"critical path: {path['delay_ns']} ns ({path['routing_ns']} routing) from "
+            f"{path['from']} to {path['to']}")
     log(f"LUT4: {summary['lut4']}  FF: {summary['ff']}  BRAM: {summary['bram']}")
     return summary
 

@@ -51,6 +51,19 @@ def test_critical_path_summary_folds_carry_chains_and_splits_delay():
     assert bt.critical_path({"critical_paths": []}) is None
 
 
+def test_critical_path_is_the_clocked_one():
+    """nextpnr lists the paths from and to the unconstrained pins beside the clock's; the
+    summary is the clock's, wherever it is in the list."""
+    def entry(frm, to, cell):
+        return {"from": frm, "to": to,
+                "path": [_step("clk-to-q", 0.4, cell, "Q"), _step("setup", 0.1, cell, "DI")]}
+    clk = "posedge clk"
+    report = {"critical_paths": [entry("<async>", clk, "pin_in"), entry(clk, clk, "ff_a"),
+                                 entry(clk, "<async>", "pin_out")]}
+    assert bt.critical_path(report)["to"] == "ff_a.DI"
+    assert ecp5.critical_path is bt.critical_path
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "smartfabric.synth.block_timing", *args],
                           capture_output=True, text=True, timeout=120)

@@ -168,6 +168,9 @@ def test_full_flow_small_config(tmp_path):
     assert summary == result
     assert summary["config"] == params.as_dict()
     assert summary["placer"] == "static" and summary["router"] == "router2"
+    path = summary["critical_path"]
+    assert path["delay_ns"] == pytest.approx(1000 / summary["fmax_mhz"], rel=0.02)
+    assert path["from"].startswith("u_switch.") or path["to"].startswith("u_switch.")
     assert summary["device"] == "LFE5U-85K" and summary["speed"] == 8
     assert summary["target_mhz"] == 150
     assert 10 < summary["fmax_mhz"] < 500
