@@ -186,7 +186,8 @@ def _run_nextpnr(cwd, args, timeout=None, poll_s=2.0):
                     raise subprocess.TimeoutExpired(proc.args, timeout)
                 if not checked:
                     text = _read(log_path)
-                    if "Running main analytical placer" in text or "Placed " in text:
+                    if any(mark in text for mark in ("Running main analytical placer",
+                                                     "Running Static placer", "Placed ")):
                         checked = True           # both reports are in the log by now
                     over = _over_capacity(text)
                     if over:
@@ -431,7 +432,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     -------
     dict
         The summary also written to ``out_dir/synth.json``: ``config``, ``device``,
-        ``package``, ``speed``, ``seed``, ``fmax_mhz``, ``target_mhz``, ``timing_met``,
+        ``package``, ``speed``, ``seed``, ``router``, ``placer``, ``fmax_mhz``, ``target_mhz``, ``timing_met``,
         ``lut4``, ``ff``, ``bram``, ``lutram``, ``carry``, ``lut4_kinds``, ``units``,
         ``available``, ``total``, ``wrapper``, ``yosys_cells``, ``critical_path``
         (:func:`critical_path`: where the longest path starts and ends, its delay split into
