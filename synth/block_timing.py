@@ -1,9 +1,11 @@
 """Timing of the switch's blocks one at a time on an ECP5: Fmax and the critical path of each.
 
-The whole switch does not route in reasonable time even at its smallest (router1 had not
-converged after 8 minutes), and nextpnr names critical paths only after routing. A block on
-its own places and routes in seconds to a few minutes, so this flow times each block alone
-and reports where its longest path runs::
+Until session 14 the whole switch did not route at all (router1 had not converged after 8
+minutes), and nextpnr names critical paths only after routing. Since then the smallest build
+without the header capture routes (``make synth-small``, about 7 minutes, with the ``static``
+placer). A block on its own places and routes in seconds to a few minutes, with the
+``heap`` placer these figures have always used, so this flow times each block alone and
+reports where its longest path runs::
 
     python -m smartfabric.synth.block_timing                      # every block, SMALLEST
     python -m smartfabric.synth.block_timing --block engine --config synth/lean_8x64.toml
@@ -98,8 +100,8 @@ def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
 
     Raises ValueError for an unknown block or router, RuntimeError when a tool fails (with the
     tail of its log)."""
-    if router not in ("router1", "router2"):
-        raise ValueError(f"router must be router1 or router2, not {router!r}")
+    if router not in ecp5.ROUTERS:
+        raise ValueError(f"router must be one of {', '.join(ecp5.ROUTERS)}, not {router!r}")
     text = build_block(name, params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +159,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("build/block_timing"))
     parser.add_argument("--freq", type=float, default=150.0, help="target MHz (default 150)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--router", default="router2", choices=("router1", "router2"))
+    parser.add_argument("--router", default="router2", choices=ecp5.ROUTERS)
     args = parser.parse_args(argv)
     try:
         params = SwitchParams(**load_config(args.config)) if args.config else SMALLEST
