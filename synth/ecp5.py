@@ -432,11 +432,11 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
     -------
     dict
         The summary also written to ``out_dir/synth.json``: ``config``, ``device``,
-        ``package``, ``speed``, ``seed``, ``router``, ``placer``, ``fmax_mhz``, ``target_mhz``, ``timing_met``,
-        ``lut4``, ``ff``, ``bram``, ``lutram``, ``carry``, ``lut4_kinds``, ``units``,
-        ``available``, ``total``, ``wrapper``, ``yosys_cells``, ``critical_path``
-        (:func:`critical_path`: where the longest path starts and ends, its delay split into
-        logic and routing, its logic steps), ``tools`` (package and tool
+        ``package``, ``speed``, ``seed``, ``router``, ``placer``, ``fmax_mhz``,
+        ``target_mhz``, ``timing_met``, ``lut4``, ``ff``, ``bram``, ``lutram``, ``carry``,
+        ``lut4_kinds``, ``units``, ``available``, ``total``, ``wrapper``, ``yosys_cells``,
+        ``critical_path`` (:func:`critical_path`: where the longest path starts and ends, its
+        delay split into logic and routing, its logic steps), ``tools`` (package and tool
         versions), ``steps_s`` (wall-clock seconds per step) and ``runtime_s``.
 
     Raises

@@ -27,6 +27,8 @@ def run(*args):
     (["bench", "unicast", "--bytes", "64K"], "--bytes is an option of the allreduce"),
     (["bench", "unicast", "--payload-beats", "0"], "--payload-beats must be at least 1"),
     (["frobnicate"], "invalid choice"),
+    (["synth", "--placer", "anneal"], "invalid choice: 'anneal'"),
+    (["synth", "--router", "router3"], "invalid choice: 'router3'"),
     (["generate", "--ports", "x", "-o", "x.v"], "invalid int value"),
 ])
 def test_bad_arguments_get_one_line(tmp_path, args, needle):

@@ -7,9 +7,9 @@ before the switch had its reduction engine and telemetry (Verilog 2 s, Yosys 44 
 placement 153 s (estimated Fmax 29 MHz), and router1 had not converged after 8 minutes of
 routing (about 95,000 arcs still to route), when it was stopped. Since 2026-11-25 (session 14)
 the full run uses ``synth/smallest_2x64.toml`` (``SMALLEST`` without the header capture, which
-does not route) and nextpnr's ``static`` placer with ``router2``, and completes: 7 min (Yosys 71 s,
-nextpnr 343 s; 55.76 MHz). Far above the ~3 minute budget, so it is marked ``slow`` and runs only with
-``SMARTFABRIC_LONG=1`` (``make regress-long``).
+does not route) and nextpnr's ``static`` placer with ``router2``, and completes: 7 min 22 s
+(Yosys 71 s, nextpnr 343 s; 55.76 MHz). Far above the ~3 minute budget, so it is marked
+``slow`` and runs only with ``SMARTFABRIC_LONG=1`` (``make regress-long``).
 """
 
 import dataclasses
