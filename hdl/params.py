@@ -121,8 +121,10 @@ class SwitchParams:
 
 #: The smallest build of the whole switch: 2 ports x 64, one window and one ID route,
 #: VOQs of 2 beats, 2 Hypercast groups, one int8 reduction group with a 32-beat buffer, a
-#: 2-entry header capture (what the synthesis-flow and area tests run; with the engines
-#: at their defaults, 2 ports need 140,269 LUT4s, measured 2026-11-24).
+#: 2-entry header capture (what the area and block-timing tests run; with the engines at
+#: their defaults, 2 ports need 140,269 LUT4s, measured 2026-11-24). The synthesis flow's
+#: full run uses it without the capture (``synth/smallest_2x64.toml``): with it, it does not
+#: route (docs/fpga-area.md, session 14).
 SMALLEST = SwitchParams(n_ports=2, data_width=64, max_payload=128, voq_depth=2, n_windows=1,
                         n_id_routes=1, n_groups=2, n_rgroups=1, reduce_buffer_beats=32,
                         reduce_dtypes=("int8",), capture_depth=2)
