@@ -936,8 +936,12 @@ class ReductionEngine(wiring.Component):
         # the reducer and the scheduler (the same one-cycle latency as a plain register).
         # ======================================================================================
         out = self.result
-        out_entry = data.StructLayout({"beat": self.result_layout, "op_end": 1,
-                                       "group": GROUP_ID_BITS})
+        # an entry holds what varies from beat to beat: pfx, err and rebase are constants of
+        # every engine packet, set on ``result`` below
+        varying = ("data", "keep", "first", "last", "hdr")
+        beat_layout = EgressBeat(W)
+        out_entry = data.StructLayout({**{f: beat_layout[f].shape for f in varying},
+                                       "dests": N, "op_end": 1, "group": GROUP_ID_BITS})
         out_q = m.submodules.out_queue = SyncFIFO(width=out_entry.size, depth=2)
         out_w = Signal(out_entry)
         out_head = out_entry(out_q.r_data)
@@ -959,8 +963,12 @@ class ReductionEngine(wiring.Component):
             out_q.w_en.eq(sel_notice | sel_result),
             out_q.w_data.eq(out_w),
             out.valid.eq(out_q.r_rdy),
-            out.payload.eq(out_head.beat),
             out_q.r_en.eq(out.ready),
+            *[out.payload.beat[f].eq(out_head[f]) for f in varying],
+            out.payload.beat.pfx.eq(0),
+            out.payload.beat.err.eq(0),
+            out.payload.dests.eq(out_head.dests),
+            out.payload.rebase.eq(1),
         ]
         n_dw0 = Signal(32)
         n_dw1 = Signal(32)
@@ -980,32 +988,23 @@ class ReductionEngine(wiring.Component):
             hdr_field(notice_dw, F.INC_NOTICE, "group").eq(nt.group),
             hdr_field(notice_dw, F.INC_NOTICE, "kind").eq(nt.kind),
         ]
-        ob = out_w.beat
-        # pfx and err are 0, assigned in each branch: a constant-only combinational
-        # assignment becomes an `always @*` with nothing to trigger it, X in Icarus.
         with m.If(sel_notice):
             m.d.comb += [
-                ob.beat.pfx.eq(0),
-                ob.beat.err.eq(0),
-                ob.beat.data.eq(notice_dw),
-                ob.beat.keep.eq(0xF),
-                ob.beat.first.eq(1),
-                ob.beat.last.eq(1),
-                ob.beat.hdr.eq(with_address(Cat(n_dw0, n_dw1, C(0, 64)), notice_offset)),
-                ob.dests.eq((C(1, N) << nt.port)[:N]),
-                ob.rebase.eq(1),
+                out_w.data.eq(notice_dw),
+                out_w.keep.eq(0xF),
+                out_w.first.eq(1),
+                out_w.last.eq(1),
+                out_w.hdr.eq(with_address(Cat(n_dw0, n_dw1, C(0, 64)), notice_offset)),
+                out_w.dests.eq((C(1, N) << nt.port)[:N]),
             ]
         with m.Else():
             m.d.comb += [
-                ob.beat.pfx.eq(0),
-                ob.beat.err.eq(0),
-                ob.beat.data.eq(red.o.payload.result),
-                ob.beat.keep.eq(Mux(r_last, hd.tail_keep, (1 << L) - 1)),
-                ob.beat.first.eq(r_first),
-                ob.beat.last.eq(r_last),
-                ob.beat.hdr.eq(hd.hdr),
-                ob.dests.eq(hd.dests),
-                ob.rebase.eq(1),
+                out_w.data.eq(red.o.payload.result),
+                out_w.keep.eq(Mux(r_last, hd.tail_keep, (1 << L) - 1)),
+                out_w.first.eq(r_first),
+                out_w.last.eq(r_last),
+                out_w.hdr.eq(hd.hdr),
+                out_w.dests.eq(hd.dests),
                 out_w.op_end.eq(r_last & hd.op_end),
                 out_w.group.eq(hd.group),
             ]
