@@ -300,6 +300,7 @@ def _plot_allreduce(result, path):
 
 def _parser():
     """The command line of ``smartfabric``, every sub-command."""
+    from .synth.pnr_options import add_pnr_arguments
     parser = _Parser(prog="smartfabric", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -315,12 +316,7 @@ def _parser():
     p = sub.add_parser("synth", help="ECP5-85k synthesis and place-and-route (Fmax, LUTs, FFs)")
     _add_switch_args(p, ports=8, width=64)
     p.add_argument("--out", type=Path, default=Path("build/synth"))
-    p.add_argument("--freq", type=float, default=150.0, help="target clock in MHz")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
-    p.add_argument("--router", default="router2", choices=("router1", "router2"),
-                   help="nextpnr router (default router2)")
-    p.add_argument("--placer", default="static", choices=("heap", "static", "sa"),
-                   help="nextpnr placer (default static: the whole switch routes with it)")
+    add_pnr_arguments(p)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("bench", help="measure the RTL in simulation; prints JSON with --json")

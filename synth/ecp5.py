@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..hdl.params import SwitchParams
+from .pnr_options import DEFAULT_PLACER, DEFAULT_ROUTER, PLACERS, ROUTERS, add_pnr_arguments
 from .verilog import TOP_NAME, write_verilog
 
 __all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise",
@@ -35,11 +36,6 @@ WRAPPER_CHUNK = 1024
 # Device flags nextpnr-ecp5 knows (``--<device>``).
 DEVICES = ("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k",
            "um5g-25k", "um5g-45k", "um5g-85k")
-
-#: nextpnr-ecp5 placers (``--placer``).
-PLACERS = ("heap", "static", "sa")
-#: nextpnr-ecp5 routers (``--router``).
-ROUTERS = ("router1", "router2")
 
 _PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:\[(\d+):(\d+)\]\s+)?(\\?\S+?)\s*;")
 
@@ -352,8 +348,8 @@ def place_and_route(out, *, device="85k", package="CABGA381", speed=8, freq_mhz=
 
 
 def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381", speed=8,
-             freq_mhz=150, seed=1, log=print, router="router2", placer="static",
-             timeout_s=None) -> dict:
+             freq_mhz=150, seed=1, log=print, router=DEFAULT_ROUTER,
+             placer=DEFAULT_PLACER, timeout_s=None) -> dict:
     """Synthesise, place and route the switch for an ECP5 and measure Fmax and utilisation.
 
     Steps: write ``smartfabric_switch.v`` for ``params``; Yosys ``synth_ecp5`` (Yosys 0.70
@@ -585,11 +581,7 @@ def add_arguments(parser):
     parser.add_argument("--device", default="85k", choices=DEVICES)
     parser.add_argument("--package", default="CABGA381")
     parser.add_argument("--speed", type=int, default=8, choices=(6, 7, 8))
-    parser.add_argument("--freq", type=float, default=150.0, help="target MHz (default 150)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--router", default="router2", choices=ROUTERS)
-    parser.add_argument("--placer", default="static", choices=PLACERS)
-    return parser
+    return add_pnr_arguments(parser)
 
 
 def run_from_args(args, parser):

@@ -13,6 +13,7 @@ does not route) and nextpnr's ``static`` placer with ``router2``, and completes:
 """
 
 import dataclasses
+import inspect
 import json
 import os
 import re
@@ -99,8 +100,7 @@ def test_run_ecp5_rejects_bad_tools(kwargs, message, tmp_path):
 
 
 def test_cli_synth_offers_the_flow_choices():
-    """``smartfabric synth`` spells the placers and routers itself (so that parsing the
-    command line does not import the HDL): they must be the flow's."""
+    """``smartfabric synth`` offers the flow's placers and routers, with its defaults."""
     import argparse
     from smartfabric import cli
     parser = cli._parser()
@@ -108,6 +108,11 @@ def test_cli_synth_offers_the_flow_choices():
     synth = commands.choices["synth"]
     choices = {a.dest: tuple(a.choices) for a in synth._actions if a.choices}
     assert choices["placer"] == ecp5.PLACERS and choices["router"] == ecp5.ROUTERS
+    defaults = {a.dest: a.default for a in synth._actions}
+    run_defaults = inspect.signature(ecp5.run_ecp5).parameters
+    for name in ("placer", "router", "seed"):
+        assert defaults[name] == run_defaults[name].default, name
+    assert defaults["freq"] == run_defaults["freq_mhz"].default
 
 
 @pytest.mark.slow
