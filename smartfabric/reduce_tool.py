@@ -2,7 +2,7 @@
 bit for bit against the golden model (docs/reduction-engine.md, docs/reduction.md).
 
 The members are ports 0 .. members-1 of an N-port switch built with only the requested
-element type (a small, quick build; cached under ``--build-dir``). Two rounds run: the rows as
+element type and no header capture (a small, quick build; cached under ``--build-dir``). Two rounds run: the rows as
 given, then the rows permuted over the ports; both must give the same bits, every receiver
 must get the same, and those bits must equal ``models.reduction.reduce``.
 """
@@ -104,8 +104,10 @@ def run_reduce(args, out=sys.stdout):
     if reason:
         raise RuntimeError(reason)
     collective = COLLECTIVES[args.collective]
+    # Only what a reduction needs: one element type, two groups, no header capture.
     params = SwitchParams(n_ports=ports, data_width=args.data_width, max_payload=256,
-                          n_rgroups=2, reduce_buffer_beats=256, reduce_dtypes=(args.dtype,))
+                          n_rgroups=2, reduce_buffer_beats=256, reduce_dtypes=(args.dtype,),
+                          capture_depth=0)
     lanes = params.data_width // 8
     padded = _padded(rows, members, d.width // 8, lanes, collective)
     rng = np.random.default_rng(args.seed)

@@ -7,6 +7,8 @@ verif/test_reduce.py.)
 Run through tests/test_sim.py.
 """
 
+import os
+
 import cocotb
 from cocotb.triggers import RisingEdge
 
@@ -14,7 +16,8 @@ from ..models.formats import DropReason
 from .env import SwitchEnv, params_from_env, seed_from_env
 
 WARMUP = 200
-WINDOW = 2000
+#: Cycles of ``fault_stuck_egress``'s measurement window per unit of ``SMARTFABRIC_PACKETS``.
+WINDOW_UNIT = 1000
 STALL_CYCLES = 10_000
 
 
@@ -35,9 +38,10 @@ async def _start(dut):
 async def fault_stuck_egress(dut):
     """Egress k never raises ready. Every source has one write queued for k (held in its VOQ
     without blocking the source) and saturates the other egresses with 4-beat writes. Over a
-    2,000-cycle window every live egress stays busy (>= 0.8 beats per cycle) and shares
-    itself fairly among the sources (Jain index >= 0.9); once k comes back, everything is
-    delivered."""
+    window of 1,000 x ``SMARTFABRIC_PACKETS`` cycles (default 2,000) every live egress stays
+    busy (>= 0.8 beats per cycle) and shares itself fairly among the sources (Jain index
+    >= 0.9); once k comes back, everything is delivered."""
+    window_cycles = WINDOW_UNIT * int(os.environ.get("SMARTFABRIC_PACKETS", "2"))
     env = await _start(dut)
     params, rng, n = env.params, env.rng, env.params.n_ports
     lanes = params.data_width // 8
@@ -48,21 +52,21 @@ async def fault_stuck_egress(dut):
     env.ports.set_ready([0.0 if p == stuck else 1.0 for p in range(n)])
     nbytes = min(params.max_payload, 4 * lanes)
     beats = -(-nbytes // lanes)
-    per_source = (WARMUP + WINDOW) * len(live) // (n * beats) + 64
+    per_source = (WARMUP + window_cycles) * len(live) // (n * beats) + 64
     for src in range(n):
         env.send_tlp(src, env.mem_write(src, stuck, min(nbytes, params.voq_depth * lanes),
                                         wide=False))
         for _ in range(per_source):
             env.send_tlp(src, env.mem_write(src, rng.choice(live), nbytes, wide=False))
     start = env.ports.cycle + WARMUP
-    while env.ports.cycle < start + WINDOW:
+    while env.ports.cycle < start + window_cycles:
         await RisingEdge(dut.clk)
     window = [(port, src, len(pkt)) for cycle, port, src, pkt in env.egress_log
-              if start < cycle <= start + WINDOW]
+              if start < cycle <= start + window_cycles]
     assert not [w for w in window if w[0] == stuck], "the stuck egress delivered"
     for port in live:
         got = [b for p, _, b in window if p == port]
-        rate = sum(got) / WINDOW
+        rate = sum(got) / window_cycles
         shares = [sum(b for p, s, b in window if p == port and s == src) for src in range(n)]
         fairness = _jain(shares)
         dut._log.info(f"egress {port}: {rate:.3f} beats/cycle, per source {shares}, "
