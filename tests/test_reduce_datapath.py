@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (parameter checks construct blocks that raise, or are never elaborated)
 """Block tests of the reduction datapath (hdl/reduce_datapath.py) in Amaranth's simulator.
 
 Every result is compared bit for bit with the golden model ``models.reduction.reduce`` run on

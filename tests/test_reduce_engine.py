@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (parameter checks construct blocks that raise, or are never elaborated)
 """Block tests of the in-network reduction engine (hdl/reduce_engine.py) in Amaranth's simulator.
 
 A Python driver builds contribution packets (MWr with an INC descriptor, ``models.formats``

@@ -165,16 +165,13 @@ def test_capture_depth_parameter():
     for bad in (1, 3, 48, 512, -2, "64"):
         with pytest.raises(ValueError, match="capture_depth"):
             SwitchParams(capture_depth=bad)
-    params = SwitchParams(n_ports=2, data_width=64, n_windows=2, n_id_routes=2,
-                          capture_depth=8)
-    dut = SmartfabricSwitch(params)
-    assert dut.regs.read_windows["cap_entry"].depth == 8 * 8
-    params = SwitchParams(n_ports=2, data_width=64, n_windows=2, n_id_routes=2,
-                          capture_depth=0)
-    dut = SmartfabricSwitch(params)
-    assert dut.regs.read_windows["cap_entry"].depth == 8
-    fragment = Fragment.get(dut, None)
-    assert "capture" not in [name for _, name, _ in fragment.subfragments]
+    for depth, window_words in ((8, 8 * 8), (0, 8)):
+        params = SwitchParams(n_ports=2, data_width=64, n_windows=2, n_id_routes=2,
+                              capture_depth=depth)
+        dut = SmartfabricSwitch(params)
+        assert dut.regs.read_windows["cap_entry"].depth == window_words
+        fragment = Fragment.get(dut, None)
+        assert ("capture" in [name for _, name, _ in fragment.subfragments]) == (depth != 0)
 
 
 def test_group_statistics_window(seed):

@@ -74,7 +74,10 @@ def _build_locked(runner, sim, source, build_dir):
     if sim == "verilator":
         # Verilator's own optimisations stay on: they inline the per-instance modules, which
         # leaves the C++ compiler a few large files instead of thousands of small ones.
-        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0"]
+        # --output-split-cfuncs: functions of at most about 1,000 statements, which g++
+        # compiles in 50 CPU-seconds instead of 72 at 8 ports (the same simulation speed).
+        args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "0", "--x-initial", "0",
+                "--output-split-cfuncs", "1000"]
     else:
         args = ["-g2005"]   # Icarus 11 with -g2012 can leave Amaranth's always @* at X
     runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
