@@ -9,9 +9,10 @@ from .params import SwitchParams
 from .tlp import IngressBeat, EgressBeat, hdr_address, with_address
 from .ingress import (IngressPort, IngressEvents, Rewrite, STAMP_BITS,
                       routing_config_members, group_table_members,
-                      source_window_members, one_hot_select)
+                      source_window_members)
 from .allocator import IslipAllocator
 from .reduce_engine import ResultBeat
+from .bits import one_hot_select
 
 __all__ = ["SwitchCore", "EgressEvents", "EgressMeta", "Overlay"]
 

@@ -7,12 +7,12 @@ from amaranth.lib.wiring import In, Out
 from ..models import formats as F
 from ..models.formats import DropReason as R
 from .tlp import IngressBeat, EgressBeat, hdr_dw, hdr_field, hdr_address, with_address
+from .bits import first_index, popcount
 from .params import SwitchParams
 
 __all__ = ["WindowEntry", "IdRouteEntry", "McWindow", "ReceiverWindow", "Rewrite",
            "IngressPort", "IngressEvents", "VoqWrite", "routing_config_members",
-           "source_window_members", "STAMP_BITS", "first_one_hot", "first_index",
-           "one_hot_select"]
+           "source_window_members", "STAMP_BITS"]
 
 #: Width of the latency stamp a packet carries from its ingress to its egress
 #: (``docs/telemetry.md`` section 1): the switch's ``LatencyTimer`` width.
@@ -147,31 +147,6 @@ def _address(m, hdr):
     return address
 
 
-def first_one_hot(bits):
-    """One-hot of the lowest-numbered set bit of ``bits`` (a list of 1-bit values), as a list;
-    all 0 when none is set."""
-    return [b & ~Cat(bits[:k]).any() if k else b for k, b in enumerate(bits)]
-
-
-def first_index(bits):
-    """The index of the lowest-numbered set bit of ``bits`` (a list of 1-bit values), 0 when
-    none is set: an OR of :func:`first_one_hot` per index bit, not a priority chain."""
-    one_hot = first_one_hot(bits)
-    width = (len(bits) - 1).bit_length()
-    return Cat(Cat(b for k, b in enumerate(one_hot) if k >> j & 1).any() for j in range(width))
-
-
-def one_hot_select(select, values):
-    """``values[k]`` for the one bit ``k`` set in ``select`` (0 when none is): an AND-OR, so
-    its depth grows with log2 of the entries, not with their number as a priority chain's,
-    and it maps to fewer LUTs."""
-    terms = [Mux(select[k], v, 0) for k, v in enumerate(values)]
-    acc = terms[0]
-    for t in terms[1:]:
-        acc = acc | t
-    return acc
-
-
 def _sum3(a, b, c, width):
     """``(a + b + c + 1) mod 2**width`` of three unsigned values as one carry-save step and
     one carry chain (``c`` = ``~x`` makes it ``a + b - x`` in two's complement)."""
@@ -195,13 +170,6 @@ def _ur_header(hdr, completer_id):
     ur_dw2 = Cat(C(0, 7), C(0, 1), hdr_field(dw1, F.REQ_DW1, "tag"),
                  hdr_field(dw1, F.REQ_DW1, "requester_id"))
     return Cat(ur_dw0, ur_dw1, ur_dw2, C(0, 32))
-
-
-def _popcount(v):
-    total = C(0, 7)
-    for bit in v:
-        total = total + bit
-    return total[:7]
 
 
 class IngressPort(wiring.Component):
@@ -568,7 +536,7 @@ class IngressPort(wiring.Component):
         m.d.comb += [
             ev.rx_stall.eq(self.i.valid & ~self.i.ready),
             ev.rx_beat.eq(accept),
-            ev.rx_bytes.eq(Mux(accept, _popcount(beat.keep), 0)),
+            ev.rx_bytes.eq(Mux(accept, popcount(beat.keep), 0)),
         ]
 
         with m.If(accept):
@@ -598,7 +566,7 @@ class IngressPort(wiring.Component):
                 m.d.comb += [ev.ur.eq(action == Action.UR),
                              ev.mcast.eq(multicast & (action == Action.FORWARD))]
                 with m.If(multicast):      # meaningful with ``mcast`` only
-                    m.d.comb += [ev.copies.eq(_popcount(dests)),
+                    m.d.comb += [ev.copies.eq(popcount(dests)),
                                  ev.group_source.eq(Mux(hc_group, 1, Mux(mc_case, 2, 0))),
                                  ev.group.eq(Mux(hc_group, group_id, mc_group))]
             with m.Elif(discarding):

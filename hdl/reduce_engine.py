@@ -25,7 +25,7 @@ from ..models import formats as F
 from ..models.reduction import DTYPE_NAMES, DTYPES, ELEMENT_EVENTS, FLOAT_OPS, OPS
 from .params import SwitchParams
 from .reduce_datapath import BeatReducer, ElementEventCounter, ElemType, ReduceOp, model_enum
-from .ingress import one_hot_select
+from .bits import one_hot_select
 from .tlp import EgressBeat, hdr_address, hdr_dw, hdr_field, with_address
 
 __all__ = [
