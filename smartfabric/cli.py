@@ -1,21 +1,14 @@
 """``smartfabric``: generate Verilog, lint, synthesize, benchmark and demo the switch."""
 
-import argparse
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
+from .argparsing import OneLineParser
+
 __all__ = ["main"]
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that answers bad arguments with one line and exit status 2."""
-
-    def error(self, message):
-        sys.stderr.write(f"smartfabric: error: {message}\n")
-        sys.exit(2)
 
 
 def _add_switch_args(p, *, ports=8, width=256):
@@ -177,14 +170,11 @@ def _capture(fn, quiet, log=None):
             target.close()
 
 
-def _formal_main(argv):
-    from .verif.formal import main
-    return main(argv)
-
-
-def _exit_with(status):
-    if status:
-        raise RuntimeError("formal check failed (see above)")
+def _cmd_formal(args):
+    from .verif.formal import run
+    failed = run(args)
+    if failed:
+        raise RuntimeError(f"{failed} formal check{'s' * (failed > 1)} failed (see above)")
 
 
 def _cmd_demo(args):
@@ -301,8 +291,9 @@ def _plot_allreduce(result, path):
 def _parser():
     """The command line of ``smartfabric``, every sub-command."""
     from .synth.pnr_options import add_pnr_arguments
-    parser = _Parser(prog="smartfabric", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from .verif.formal_options import add_formal_arguments
+    parser = OneLineParser(prog="smartfabric", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("generate", help="write the switch as one standalone Verilog file")
     _add_switch_args(p)
@@ -356,10 +347,9 @@ def _parser():
                    help="where simulator builds are kept (default build/reduce)")
     p.set_defaults(func=_cmd_reduce)
 
-    p = sub.add_parser("formal", help="formal checks of the core invariants (SymbiYosys)",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda args: _exit_with(_formal_main(args.rest)))
+    p = sub.add_parser("formal", help="formal checks of the core invariants (SymbiYosys)")
+    add_formal_arguments(p)
+    p.set_defaults(func=_cmd_formal)
 
     p = sub.add_parser("demo", help="generate the default switch and run a checked workload")
     p.add_argument("--out", type=Path, default=Path("build/demo"))

@@ -21,7 +21,6 @@ Prints one JSON object: ``{"config": ..., "blocks": {name: result, ...}}``, each
 ``<out>/<block>/``.
 """
 
-import argparse
 import json
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from ..argparsing import OneLineParser
 from ..hdl.params import SwitchParams, SMALLEST, load_config
 from . import ecp5
 from .ecp5 import critical_path
@@ -143,13 +143,8 @@ def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
     return result
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv=None):
-    parser = _Parser(prog="smartfabric.synth.block_timing",
+    parser = OneLineParser(prog="smartfabric.synth.block_timing",
                      description="Fmax and critical path of each block of the switch, placed "
                                  "and routed alone on an ECP5-85k")
     parser.add_argument("--block", action="append", choices=list(BLOCKS),

@@ -11,7 +11,6 @@ Every file of a run lands in the output directory: ``smartfabric_switch.v`` (the
 ``report.json`` (nextpnr timing and utilisation) and ``synth.json`` (the summary).
 """
 
-import argparse
 import json
 import re
 import subprocess
@@ -20,6 +19,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ..argparsing import OneLineParser
 from ..hdl.params import SwitchParams
 from .pnr_options import DEFAULT_PLACER, DEFAULT_ROUTER, PLACERS, ROUTERS, add_pnr_arguments
 from .verilog import TOP_NAME, write_verilog
@@ -562,11 +562,6 @@ def _read(path):
         return ""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def add_arguments(parser):
     """Add the options of :func:`main` to ``parser`` (for a CLI sub-command)."""
     d = SwitchParams()
@@ -605,7 +600,7 @@ def run_from_args(args, parser):
 
 
 def main(argv=None):
-    parser = add_arguments(_Parser(prog="smartfabric.synth.ecp5",
+    parser = add_arguments(OneLineParser(prog="smartfabric.synth.ecp5",
                                    description="ECP5 synthesis, place and route: Fmax and "
                                                "utilisation of the switch"))
     args = parser.parse_args(argv)

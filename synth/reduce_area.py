@@ -27,7 +27,8 @@ from amaranth.hdl import UnusedElaboratable
 
 from ..hdl.reduce_datapath import BeatReducer, accumulator_width
 from ..models.reduction import DTYPE_NAMES, DTYPES
-from .ecp5 import module_cells, _Parser, _read, _tail, _tool
+from ..argparsing import OneLineParser
+from .ecp5 import module_cells, _read, _tail, _tool
 
 __all__ = ["REDUCER_TOP", "CELL_COLUMNS", "FLOW", "reducer_area", "markdown_table", "main"]
 
@@ -182,7 +183,7 @@ def main(argv=None):
     writes ``<out>/results.json`` (after every run) and prints a Markdown table. Exit 0;
     2 for bad arguments (one line on stderr, nothing run); 1 when a Yosys run failed or timed
     out (its error goes to stderr, its row records it, the other runs still go ahead)."""
-    parser = _Parser(prog="smartfabric.synth.reduce_area",
+    parser = OneLineParser(prog="smartfabric.synth.reduce_area",
                      description=f"ECP5 area of BeatReducer per element type ({FLOW})")
     parser.add_argument("--inputs", type=int, default=8, help="reducer inputs (default 8)")
     parser.add_argument("--data-width", type=int, default=64,

@@ -18,7 +18,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..hdl.params import SwitchParams, load_config
-from .ecp5 import _Parser, _read, _tail, _tool
+from ..argparsing import OneLineParser
+from .ecp5 import _read, _tail, _tool
 from .verilog import TOP_NAME, write_verilog
 
 __all__ = ["CELLS", "block_of", "area_by_block", "lut4_sites", "markdown_table",
@@ -108,7 +109,7 @@ def switch_area(params: SwitchParams, out_dir, *, timeout_s=None) -> dict:
 
 
 def main(argv=None):
-    parser = _Parser(prog="smartfabric.synth.switch_area",
+    parser = OneLineParser(prog="smartfabric.synth.switch_area",
                      description="ECP5 cell counts of the switch per block (Yosys only)")
     parser.add_argument("--ports", type=int, default=8)
     parser.add_argument("--data-width", type=int, default=64)

@@ -30,6 +30,10 @@ def run(*args):
     (["synth", "--placer", "anneal"], "invalid choice: 'anneal'"),
     (["synth", "--router", "router3"], "invalid choice: 'router3'"),
     (["generate", "--ports", "x", "-o", "x.v"], "invalid int value"),
+    (["formal", "no_such_check"], "unknown check 'no_such_check' (available: allocator_n4"),
+    (["formal", "--depth", "0", "allocator_n4"], "depth must be at least 1"),
+    (["formal", "--depth", "six"], "invalid int value"),
+    (["formal", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_arguments_get_one_line(tmp_path, args, needle):
     code, out, err = run(*args)
@@ -67,3 +71,15 @@ def test_generate_from_config(tmp_path):
     assert "module smartfabric_switch" in text
     assert "input [511:0] s1_data" in text and "output [511:0] m1_data" in text
     assert "s2_data" not in text
+
+
+def test_formal_options_reach_the_checks(tmp_path):
+    """``smartfabric formal`` takes its options (they were once swallowed by the sub-command):
+    the 4-port allocator proof passes at its depth, in ``--out``; at ``--depth 3``, below
+    what its induction needs, it is inconclusive and the command fails with one line."""
+    code, out, err = run("formal", "--out", str(tmp_path), "allocator_n4")
+    assert code == 0 and out.startswith("allocator_n4: proven by 8-induction"), out + err
+    assert (tmp_path / "allocator_n4").is_dir()
+    code, out, err = run("formal", "--out", str(tmp_path), "--depth", "3", "allocator_n4")
+    assert code == 1 and "allocator_n4: FAILED" in out, out + err
+    assert err.strip() == "smartfabric: error: 1 formal check failed (see above)", err

@@ -45,7 +45,7 @@ from ..hdl.tlp import IngressBeat, EgressBeat
 
 __all__ = ["AllocatorHarness", "CoreStreamHarness", "EngineStreamHarness", "QueueChecks",
            "Check", "CHECKS", "CORE_PARAMS", "ENGINE_PARAMS",
-           "run_check", "main"]
+           "run_check", "run", "main"]
 
 
 class AllocatorHarness(Elaboratable):
@@ -385,24 +385,17 @@ def run_check(check, workdir):
     return passed, f"{check.name}: {result} - {check.description}", log
 
 
-def main(argv=None):
-    """``smartfabric formal [NAME ...]``: run the checks (all by default), print one line each;
-    returns the exit status (1 if any check fails)."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="smartfabric formal",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("checks", nargs="*",
-                        help=f"checks to run: {', '.join(c.name for c in CHECKS)}")
-    parser.add_argument("--out", type=Path, default=Path("build/formal"))
-    parser.add_argument("--depth", type=int, default=None,
-                        help="override every selected check's depth (cycles)")
-    args = parser.parse_args(argv)
+def run(args):
+    """Run the checks ``args`` names (all if none; options of
+    :func:`~smartfabric.verif.formal_options.add_formal_arguments`), printing one line each.
+    Returns the number that failed; raises ValueError, before any solver runs, for an unknown
+    check or a depth below 1."""
     if args.depth is not None and args.depth < 1:
-        parser.error(f"depth must be at least 1, not {args.depth}")
+        raise ValueError(f"depth must be at least 1, not {args.depth}")
     by_name = {c.name: c for c in CHECKS}
     unknown = [name for name in args.checks if name not in by_name]
     if unknown:
-        parser.error(f"unknown check {unknown[0]!r} (available: {', '.join(by_name)})")
+        raise ValueError(f"unknown check {unknown[0]!r} (available: {', '.join(by_name)})")
     failed = 0
     for check in [by_name[name] for name in args.checks] or CHECKS:
         if args.depth is not None:
@@ -412,4 +405,23 @@ def main(argv=None):
         line += f" [{time.monotonic() - start:.0f} s]"
         print(line if passed else f"{line} (log: {log})", flush=True)
         failed += not passed
+    return failed
+
+
+def main(argv=None):
+    """``python -m smartfabric.verif.formal [NAME ...]``: :func:`run`; a bad argument is a
+    one-line error with exit status 2. Returns the exit status (1 if any check fails)."""
+    from ..argparsing import OneLineParser
+    from .formal_options import add_formal_arguments
+    parser = add_formal_arguments(OneLineParser(prog="smartfabric.verif.formal",
+                                                description=__doc__.split("\n")[0]))
+    args = parser.parse_args(argv)
+    try:
+        failed = run(args)
+    except ValueError as e:
+        parser.error(str(e))
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,6 @@ tools the formal and area tests run are compiled into their per-user cache once
 (:func:`_warm_yowasp`), instead of by every test worker that starts one cold.
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ..argparsing import OneLineParser
 from ..hdl.params import SwitchParams
 from ..models.reduction import DTYPE_NAMES
 from .simenv import SIMULATORS, simulator_missing
@@ -117,13 +117,8 @@ def prebuild(configs=SYSTEM_CONFIGS, simulators=SIMULATORS, jobs=2, warm_tools=T
     return all(ok for ok, _ in results), [line for _, line in results]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def main(argv=None):
-    parser = _Parser(prog="smartfabric.verif.prebuild", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="smartfabric.verif.prebuild", description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="parallel builds (default 2)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
