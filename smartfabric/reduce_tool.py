@@ -2,9 +2,9 @@
 bit for bit against the golden model (docs/reduction-engine.md, docs/reduction.md).
 
 The members are ports 0 .. members-1 of an N-port switch built with only the requested
-element type and no header capture (a small, quick build; cached under ``--build-dir``). Two rounds run: the rows as
-given, then the rows permuted over the ports; both must give the same bits, every receiver
-must get the same, and those bits must equal ``models.reduction.reduce``.
+element type and no header capture (a small, quick build; cached under ``--build-dir``). Two
+rounds run: the rows as given, then the rows permuted over the ports; both must give the same
+bits, every receiver must get the same, and those bits must equal ``models.reduction.reduce``.
 """
 
 import json
