@@ -23,8 +23,8 @@ from ..models.formats import CplStatus, Fmt, Type
 from .regaccess import RegisterAccess
 from .streams import FabricPorts
 
-__all__ = ["SwitchEnv", "params_from_env", "seed_from_env", "drain_bound", "AddressPlan",
-           "bad_packets"]
+__all__ = ["SwitchEnv", "params_from_env", "seed_from_env", "packets_from_env", "drain_bound",
+           "AddressPlan", "bad_packets"]
 
 
 def params_from_env():
@@ -38,6 +38,14 @@ def seed_from_env(default=None):
     if os.environ.get("SMARTFABRIC_SEED"):
         return int(os.environ["SMARTFABRIC_SEED"])
     return default if default is not None else random.SystemRandom().randrange(1 << 31)
+
+
+def packets_from_env(default):
+    """The workload size tests/test_sim.py hands a bench in ``SMARTFABRIC_PACKETS``, else
+    ``default``. What it counts (packets per port, packets in all, a scale factor, cycles of
+    a window) is the bench's own, stated in its docstring."""
+    value = os.environ.get("SMARTFABRIC_PACKETS")
+    return int(value) if value else default
 
 
 def drain_bound(params):

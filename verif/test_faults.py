@@ -7,13 +7,11 @@ verif/test_reduce.py.)
 Run through tests/test_sim.py.
 """
 
-import os
-
 import cocotb
 from cocotb.triggers import RisingEdge
 
 from ..models.formats import DropReason
-from .env import SwitchEnv, params_from_env, seed_from_env
+from .env import SwitchEnv, params_from_env, packets_from_env, seed_from_env
 
 WARMUP = 200
 #: Cycles of ``fault_stuck_egress``'s measurement window per unit of ``SMARTFABRIC_PACKETS``.
@@ -41,7 +39,7 @@ async def fault_stuck_egress(dut):
     window of 1,000 x ``SMARTFABRIC_PACKETS`` cycles (default 2,000) every live egress stays
     busy (>= 0.8 beats per cycle) and shares itself fairly among the sources (Jain index
     >= 0.9); once k comes back, everything is delivered."""
-    window_cycles = WINDOW_UNIT * int(os.environ.get("SMARTFABRIC_PACKETS", "2"))
+    window_cycles = WINDOW_UNIT * packets_from_env(2)
     env = await _start(dut)
     params, rng, n = env.params, env.rng, env.params.n_ports
     lanes = params.data_width // 8

@@ -11,7 +11,6 @@ per-reason counter. Each test ends by proving the switch drained and idle within
 Run through tests/test_sim.py.
 """
 
-import os
 from collections import Counter
 
 import cocotb
@@ -22,7 +21,7 @@ from ..models import tlp_build as tb
 from ..models.formats import HC_SET_PORTS, Collective, SfKind, Type, inc_prefix, sf_prefix
 from ..models.reduction import DTYPE_NAMES, OPS, dtype_info
 from ..models.switch_model import REASON_COUNTER
-from .env import SwitchEnv, drain_bound, params_from_env, seed_from_env
+from .env import SwitchEnv, drain_bound, params_from_env, packets_from_env, seed_from_env
 from .multicast import Multicast, random_multicast_config
 from .reduction import Reduction, operands
 
@@ -235,7 +234,7 @@ async def fuzz_packets(dut):
     malformed one is counted under the reason the model gives; the switch drains within the
     bound."""
     env, groups = await _start(dut)
-    per_port = int(os.environ.get("SMARTFABRIC_PACKETS", "50"))
+    per_port = packets_from_env(50)
     fuzz = Fuzzer(env, groups)
     env.ports.set_gap(0.2)
     env.ports.set_ready(0.7)
@@ -261,7 +260,7 @@ async def fuzz_reset(dut):
     env, groups = await _start(dut)
     env.answer_reads = True
     params, rng, n = env.params, env.rng, env.params.n_ports
-    per_port = int(os.environ.get("SMARTFABRIC_PACKETS", "20"))
+    per_port = packets_from_env(20)
     nrng = np.random.default_rng(env.seed)
     fuzz = Fuzzer(env, groups)
     dtype = params.reduce_dtypes[0]
@@ -455,7 +454,7 @@ async def fuzz_reconfig(dut):
     env.keep_log = True
     env.plan.use64 = False          # traffic keeps to the 32-bit windows: the rest are spare
     params, rng, n = env.params, env.rng, env.params.n_ports
-    per_port = int(os.environ.get("SMARTFABRIC_PACKETS", "40"))
+    per_port = packets_from_env(40)
     fuzz = Fuzzer(env, groups)
     reconf = Reconfigurer(env, fuzz, groups)
     env.ports.set_gap(0.3)

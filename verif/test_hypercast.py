@@ -12,7 +12,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..models.formats import DropReason, SfKind, sf_prefix, HC_SET_PORTS
 from ..models.switch_model import REASON_COUNTER
-from .env import SwitchEnv, params_from_env, seed_from_env
+from .env import SwitchEnv, params_from_env, packets_from_env, seed_from_env
 from .multicast import MC_BASE, Multicast, random_multicast_config
 
 SCALE = float(os.environ.get("SMARTFABRIC_SCALE", "1"))
@@ -47,7 +47,7 @@ async def hypercast_random(dut):
         "exclude_source": int(cfg.mc_exclude_source)}
     mc = Multicast(env)
     mps = params.max_payload
-    per_port = _n(int(os.environ.get("SMARTFABRIC_PACKETS", "24")))
+    per_port = _n(packets_from_env(24))
     env.ports.set_gap([rng.choice([0.0, 0.1, 0.4]) for _ in range(n)])
     env.ports.set_ready([rng.choice([1.0, 0.8, 0.5]) for _ in range(n)])
     for src in range(n):

@@ -9,19 +9,17 @@ the entry clears the fault. docs/protocol.md section 9.
 Run through tests/test_sim.py. ``SMARTFABRIC_PACKETS`` scales the background traffic.
 """
 
-import os
-
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..models.formats import Collective, DropReason, ParityTarget, SfKind, sf_prefix
 from ..models.reduction import dtype_info
-from .env import SwitchEnv, drain_bound, params_from_env, seed_from_env
+from .env import SwitchEnv, drain_bound, params_from_env, packets_from_env, seed_from_env
 from .multicast import Multicast
 from .reduction import ARM_CYCLES, Reduction, operands
 
-SCALE = int(os.environ.get("SMARTFABRIC_PACKETS", "1"))
+SCALE = packets_from_env(1)
 
 
 def _background(env, per_port):

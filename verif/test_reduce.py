@@ -16,10 +16,10 @@ from ..models.formats import Collective, DropReason, RGroupConfigError, inc_pref
 from ..models.inc_model import RGroup, result_receivers
 from ..models.reduction import DTYPE_NAMES, dtype_info
 from ..models import tlp_build as tb
-from .env import SwitchEnv, params_from_env, seed_from_env
+from .env import SwitchEnv, params_from_env, packets_from_env, seed_from_env
 from .reduction import ARM_CYCLES, Reduction, operands, ops_of, ring_beats
 
-SCALE = int(os.environ.get("SMARTFABRIC_PACKETS", "1"))
+SCALE = packets_from_env(1)
 
 
 async def _start(dut, timeout=0):

@@ -14,7 +14,7 @@ import cocotb
 import numpy as np
 
 from ..models.reduction import dtype_info
-from .env import SwitchEnv, bad_packets, params_from_env, seed_from_env
+from .env import SwitchEnv, bad_packets, params_from_env, packets_from_env, seed_from_env
 from .multicast import Multicast
 from .reduction import Reduction, operands, ops_of
 
@@ -36,7 +36,7 @@ async def soak_mixed(dut):
     rng, n = env.rng, params.n_ports
     nrng = np.random.default_rng(env.seed)
     mc, red = Multicast(env), Reduction(env)
-    total = int(os.environ.get("SMARTFABRIC_PACKETS", "2000"))
+    total = packets_from_env(2000)
     ring = params.reduce_buffer_beats // 2
     lanes = params.data_width // 8
     stats = {"packets_offered": 0, "unicast": 0, "multicast": 0, "contributions": 0,

@@ -5,7 +5,7 @@ import os
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from .env import SwitchEnv, bad_packets, params_from_env, seed_from_env
+from .env import SwitchEnv, bad_packets, params_from_env, packets_from_env, seed_from_env
 
 SCALE = float(os.environ.get("SMARTFABRIC_SCALE", "1"))
 
@@ -49,7 +49,7 @@ async def random_traffic(dut):
     env = SwitchEnv(dut, params, seed_from_env())
     await env.start()
     n = params.n_ports
-    per_port = _n(int(os.environ.get("SMARTFABRIC_PACKETS", "24")))
+    per_port = _n(packets_from_env(24))
     for pattern in ("uniform", "permutation", "hotspot", "incast", "burst"):
         env.ports.set_gap([env.rng.choice([0.0, 0.1, 0.5]) for _ in range(n)])
         env.ports.set_ready([env.rng.choice([1.0, 0.8, 0.4]) for _ in range(n)])

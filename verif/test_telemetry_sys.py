@@ -14,8 +14,6 @@ bench itself drove and saw at the ports (not against RTL internals):
 Run through tests/test_sim.py; ``SMARTFABRIC_PACKETS`` is the random packets per port.
 """
 
-import os
-
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
@@ -26,10 +24,10 @@ from ..models.capture_format import (
 from ..models.formats import Collective, DropReason
 from ..models.reduction import dtype_info
 from .capture import decode_capture, format_capture_table, ring_order
-from .env import SwitchEnv, bad_packets, params_from_env, seed_from_env
+from .env import SwitchEnv, bad_packets, params_from_env, packets_from_env, seed_from_env
 from .reduction import Reduction, ring_beats, special_operands
 
-PACKETS = int(os.environ.get("SMARTFABRIC_PACKETS", "8"))
+PACKETS = packets_from_env(8)
 N_BUCKETS = 16
 # Handshake to handshake: the core's 3 cycles to the first valid egress cycle, plus that cycle.
 ZERO_LOAD_LATENCY = 4
