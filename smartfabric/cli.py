@@ -6,36 +6,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .argparsing import OneLineParser
+from .argparsing import OneLineParser, add_switch_arguments, switch_params
 
 __all__ = ["main"]
 
 
-def _add_switch_args(p, *, ports=8, width=256):
-    p.add_argument("--ports", type=int, default=ports, help=f"number of ports, 2-32 (default {ports})")
-    p.add_argument("--data-width", type=int, default=width,
-                   help=f"beat width in bits: 64, 128, 256, 512 (default {width})")
-    p.add_argument("--max-payload", type=int, default=None, help="max payload bytes (default 256)")
-    p.add_argument("--voq-depth", type=int, default=None, help="VOQ depth in beats (default 32)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="TOML file with a [switch] table of SwitchParams fields")
-
-
-def _params(args):
-    from .hdl.params import SwitchParams, load_config
-    fields = load_config(args.config) if args.config is not None else {}
-    fields.setdefault("n_ports", args.ports)
-    fields.setdefault("data_width", args.data_width)
-    if args.max_payload is not None:
-        fields["max_payload"] = args.max_payload
-    if args.voq_depth is not None:
-        fields["voq_depth"] = args.voq_depth
-    return SwitchParams(**fields)
-
-
 def _cmd_generate(args):
     from .synth.verilog import write_verilog, TOP_NAME
-    params = _params(args)
+    params = switch_params(args)
     path = write_verilog(params, args.output)
     print(f"wrote {path} (top module {TOP_NAME}; {params.n_ports} ports x {params.data_width} bits)")
 
@@ -48,7 +26,7 @@ def _cmd_lint(args):
     if reason:
         raise RuntimeError(reason)
     setup_environment()
-    params = _params(args)
+    params = switch_params(args)
     with tempfile.TemporaryDirectory() as tmp:
         path = write_verilog(params, Path(tmp) / f"{TOP_NAME}.v")
         r = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", TOP_NAME,
@@ -61,9 +39,7 @@ def _cmd_lint(args):
 
 def _cmd_synth(args):
     from .synth import ecp5
-    params = _params(args)
-    ecp5.run_ecp5(params, args.out, freq_mhz=args.freq, seed=args.seed, router=args.router,
-                  placer=args.placer)
+    ecp5.run_from_args(ecp5.params_from_args(args), args)
 
 
 def _run_bench_test(params, sim, testcase, module, env, build_root):
@@ -76,7 +52,7 @@ def _run_bench_test(params, sim, testcase, module, env, build_root):
 
 
 def _cmd_bench(args):
-    params = _params(args)
+    params = switch_params(args)
     tests = {"unicast": "unicast_bench", "multicast": "multicast_bench",
              "allreduce": "allreduce_bench"}
     if args.kind not in tests:
@@ -290,29 +266,27 @@ def _plot_allreduce(result, path):
 
 def _parser():
     """The command line of ``smartfabric``, every sub-command."""
-    from .synth.pnr_options import add_pnr_arguments
+    from .synth.flow_options import add_synth_arguments
     from .verif.formal_options import add_formal_arguments
     parser = OneLineParser(prog="smartfabric", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("generate", help="write the switch as one standalone Verilog file")
-    _add_switch_args(p)
+    add_switch_arguments(p)
     p.add_argument("-o", "--output", type=Path, required=True, help="output .v file")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("lint", help="verilator --lint-only -Wall on the generated Verilog")
-    _add_switch_args(p)
+    add_switch_arguments(p)
     p.set_defaults(func=_cmd_lint)
 
     p = sub.add_parser("synth", help="ECP5-85k synthesis and place-and-route (Fmax, LUTs, FFs)")
-    _add_switch_args(p, ports=8, width=64)
-    p.add_argument("--out", type=Path, default=Path("build/synth"))
-    add_pnr_arguments(p)
+    add_synth_arguments(p)
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("bench", help="measure the RTL in simulation; prints JSON with --json")
     p.add_argument("kind", help="benchmark: unicast, multicast or allreduce")
-    _add_switch_args(p, ports=8, width=64)
+    add_switch_arguments(p, ports=8, width=64)
     p.add_argument("--payload-beats", type=int, default=4, help="beats per packet (default 4)")
     p.add_argument("--cycles", type=int, default=2000, help="measured cycles per pattern")
     p.add_argument("--bytes", default=None, help="allreduce: bytes per member, one size or a "

@@ -19,23 +19,19 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..argparsing import OneLineParser
+from ..argparsing import OneLineParser, switch_params
 from ..hdl.params import SwitchParams
-from .pnr_options import DEFAULT_PLACER, DEFAULT_ROUTER, PLACERS, ROUTERS, add_pnr_arguments
+from .flow_options import (DEFAULT_PLACER, DEFAULT_ROUTER, DEVICES, PLACERS, ROUTERS,
+                           add_synth_arguments)
 from .verilog import TOP_NAME, write_verilog
 
 __all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise",
            "place_and_route", "wrapper_verilog", "top_ports", "module_cells", "main_clock",
-           "critical_path",
-           "add_arguments", "run_from_args", "main"]
+           "critical_path", "params_from_args", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
 #: Longest shift register of the pin wrapper, in stages (see :func:`run_ecp5`).
 WRAPPER_CHUNK = 1024
-
-# Device flags nextpnr-ecp5 knows (``--<device>``).
-DEVICES = ("12k", "25k", "45k", "85k", "um-25k", "um-45k", "um-85k",
-           "um5g-25k", "um5g-45k", "um5g-85k")
 
 _PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:\[(\d+):(\d+)\]\s+)?(\\?\S+?)\s*;")
 
@@ -562,49 +558,41 @@ def _read(path):
         return ""
 
 
-def add_arguments(parser):
-    """Add the options of :func:`main` to ``parser`` (for a CLI sub-command)."""
-    d = SwitchParams()
-    parser.add_argument("--ports", type=int, default=8, help="number of ports (default 8)")
-    parser.add_argument("--data-width", type=int, default=64,
-                        help="beat width in bits (default 64)")
-    parser.add_argument("--max-payload", type=int, default=d.max_payload)
-    parser.add_argument("--voq-depth", type=int, default=d.voq_depth)
-    parser.add_argument("--windows", type=int, default=d.n_windows)
-    parser.add_argument("--id-routes", type=int, default=d.n_id_routes)
-    parser.add_argument("--out", default="build/synth", help="output directory")
-    parser.add_argument("--device", default="85k", choices=DEVICES)
-    parser.add_argument("--package", default="CABGA381")
-    parser.add_argument("--speed", type=int, default=8, choices=(6, 7, 8))
-    return add_pnr_arguments(parser)
+def params_from_args(args):
+    """The build of arguments parsed with
+    :func:`~smartfabric.synth.flow_options.add_synth_arguments`, the options checked first:
+    ValueError (one line) for a build or an option the flow refuses."""
+    if not args.freq > 0:
+        raise ValueError(f"frequency must be positive, not {args.freq:g}")
+    return switch_params(args)
 
 
-def run_from_args(args, parser):
-    """Run the flow for parsed ``args``; bad parameters go to ``parser.error`` (exit 2)."""
-    try:
-        params = SwitchParams(n_ports=args.ports, data_width=args.data_width,
-                              max_payload=args.max_payload, voq_depth=args.voq_depth,
-                              n_windows=args.windows, n_id_routes=args.id_routes)
-        if not args.freq > 0:
-            raise ValueError(f"frequency must be positive, not {args.freq:g}")
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        run_ecp5(params, args.out, device=args.device, package=args.package,
-                 speed=args.speed, freq_mhz=args.freq, seed=args.seed, router=args.router,
-                 placer=args.placer)
-    except RuntimeError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+def run_from_args(params, args):
+    """:func:`run_ecp5` of ``params`` (:func:`params_from_args`) with the flow options of
+    ``args``: the one run of ``smartfabric synth`` and :func:`main`."""
+    return run_ecp5(params, args.out, device=args.device, package=args.package,
+                    speed=args.speed, freq_mhz=args.freq, seed=args.seed, router=args.router,
+                    placer=args.placer)
 
 
 def main(argv=None):
-    parser = add_arguments(OneLineParser(prog="smartfabric.synth.ecp5",
-                                   description="ECP5 synthesis, place and route: Fmax and "
-                                               "utilisation of the switch"))
+    """``python -m smartfabric.synth.ecp5``, with the options of ``smartfabric synth``. A
+    refused option or build exits with status 2, a failed or overfull run with 1, each with
+    one line."""
+    parser = add_synth_arguments(OneLineParser(
+        prog="smartfabric.synth.ecp5",
+        description="ECP5 synthesis, place and route: Fmax and utilisation of the switch"))
     args = parser.parse_args(argv)
-    return run_from_args(args, parser)
+    try:
+        params = params_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    try:
+        run_from_args(params, args)
+    except RuntimeError as e:
+        print(f"{parser.prog}: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

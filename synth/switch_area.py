@@ -17,8 +17,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..hdl.params import SwitchParams, load_config
-from ..argparsing import OneLineParser
+from ..hdl.params import SwitchParams
+from ..argparsing import OneLineParser, add_switch_arguments, switch_params
 from .ecp5 import _read, _tail, _tool
 from .verilog import TOP_NAME, write_verilog
 
@@ -111,18 +111,12 @@ def switch_area(params: SwitchParams, out_dir, *, timeout_s=None) -> dict:
 def main(argv=None):
     parser = OneLineParser(prog="smartfabric.synth.switch_area",
                      description="ECP5 cell counts of the switch per block (Yosys only)")
-    parser.add_argument("--ports", type=int, default=8)
-    parser.add_argument("--data-width", type=int, default=64)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML file with a [switch] table of SwitchParams fields")
+    add_switch_arguments(parser, ports=8, width=64)
     parser.add_argument("--out", type=Path, default=Path("build/switch_area"))
     args = parser.parse_args(argv)
-    fields = {"n_ports": args.ports, "data_width": args.data_width}
     try:
-        if args.config is not None:
-            fields.update(load_config(args.config))
-        params = SwitchParams(**fields)
-    except (ValueError, TypeError) as e:
+        params = switch_params(args)
+    except ValueError as e:
         parser.error(str(e))
     try:
         result = switch_area(params, args.out)

@@ -29,6 +29,8 @@ def run(*args):
     (["frobnicate"], "invalid choice"),
     (["synth", "--placer", "anneal"], "invalid choice: 'anneal'"),
     (["synth", "--router", "router3"], "invalid choice: 'router3'"),
+    (["synth", "--freq", "0"], "frequency must be positive"),
+    (["synth", "--windows", "0"], "n_windows must be 1 to 64"),
     (["generate", "--ports", "x", "-o", "x.v"], "invalid int value"),
     (["formal", "no_such_check"], "unknown check 'no_such_check' (available: allocator_n4"),
     (["formal", "--depth", "0", "allocator_n4"], "depth must be at least 1"),
@@ -41,6 +43,25 @@ def test_bad_arguments_get_one_line(tmp_path, args, needle):
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith("smartfabric: error:") and needle in lines[0], lines[0]
+
+
+def test_options_override_the_config_file(tmp_path):
+    """A build option given on the command line wins over --config, which wins over the
+    command's defaults; the same for every command that builds a switch."""
+    from smartfabric.argparsing import OneLineParser, add_switch_arguments, switch_params
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text("[switch]\nn_ports = 4\nn_windows = 8\nvoq_depth = 4\n")
+    parser = add_switch_arguments(OneLineParser(prog="t"), ports=8, width=64)
+
+    def build(*argv):
+        p = switch_params(parser.parse_args(argv))
+        return p.n_ports, p.data_width, p.n_windows, p.voq_depth, p.n_id_routes
+
+    assert build() == (8, 64, 16, 32, 16)
+    assert build("--config", str(cfg)) == (4, 64, 8, 4, 16)
+    assert build("--config", str(cfg), "--ports", "2", "--windows", "3",
+                 "--id-routes", "5") == (2, 64, 3, 4, 5)
+    assert build("--data-width", "128", "--voq-depth", "8") == (8, 128, 16, 8, 16)
 
 
 def test_bad_config_file(tmp_path):

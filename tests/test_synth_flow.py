@@ -108,6 +108,7 @@ def test_cli_synth_offers_the_flow_choices():
     synth = commands.choices["synth"]
     choices = {a.dest: tuple(a.choices) for a in synth._actions if a.choices}
     assert choices["placer"] == ecp5.PLACERS and choices["router"] == ecp5.ROUTERS
+    assert choices["device"] == ecp5.DEVICES
     defaults = {a.dest: a.default for a in synth._actions}
     run_defaults = inspect.signature(ecp5.run_ecp5).parameters
     for name in ("placer", "router", "seed"):
@@ -152,6 +153,8 @@ def test_top_ports_rejects_missing_module():
     (["--router", "router3"], "invalid choice"),
     (["--placer", "anneal"], "invalid choice"),
     (["--bogus"], "unrecognized arguments"),
+    (["--windows", "65"], "n_windows must be 1 to 64"),
+    (["--config", "no_such_file.toml"], "cannot read config"),
 ])
 def test_bad_arguments_one_line_exit_2(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
