@@ -186,8 +186,8 @@ class IngressPort(wiring.Component):
         8), or (``engine``, ``dests`` = 0) into this port's lane of the reduction engine: a
         memory write with an INC descriptor is a contribution, checked by the engine. On a multicast packet's first beat, ``rewrite`` says how the core addresses each
         copy; for ``REBASE`` the header's address is already the offset into the source window. Two register stages (address/ID/multicast-window comparisons, the
-        lowest-numbered window match, the last byte's address and the group table read; then
-        the verdict): a beat accepted on ``i`` at edge *t* is valid
+        lowest-numbered window match and its entry, the last byte's address and the group
+        table read; then the verdict): a beat accepted on ``i`` at edge *t* is valid
         on ``o`` after edge *t+1* at the earliest. Beats of a packet are never reordered; a
         dropped packet produces no beat, a packet answered with an Unsupported Request produces
         the one-beat completion instead, addressed to this port.
@@ -198,18 +198,18 @@ class IngressPort(wiring.Component):
         with ``stamp`` = ``now`` of that cycle (a UR completion with its request's stamp).
     port_enable, completer_id, root_port, root_valid, windows, window_parity, id_routes, mc,
     mc_receive, receiver_windows : In
-        Configuration. The window and ID-route comparisons, ``window_parity``, the multicast
-        window and the group table entry use the values of the cycle a packet's first beat is
+        Configuration. The window and ID-route comparisons, the matched window's entry,
+        ``window_parity``, the multicast window and the group table entry use the values of the cycle a packet's first beat is
         accepted; the rest the values of the next cycle. A packet whose routing depends on a
         group table entry or a window that fails its parity check is dropped as PARITY (a
         non-posted request answered with UR), never routed (``docs/protocol.md`` section 9).
     group_addr, group_en, group_data
         A read port of the group table, enabled with each accepted beat.
     source_index, source_window
-        A read port of the window table in use (``source_window_members``): the ingress reads
-        the lowest-numbered window its staged header matched (registered in stage 1) and uses
-        that window's port, base and limit in stage 2, as ``windows[source_index]`` would be
-        in the same cycle.
+        A read port of the window table in use (``source_window_members``): as a first beat
+        is accepted, the ingress reads the lowest-numbered window its header matches, from the
+        table it was compared with, and registers it with the beat; stage 2 uses that
+        window's port, base and limit.
 
     Bad input is handled as ``docs/protocol.md`` sections 4 and 5 say: whole drops for
     first-beat failures, cut short with ``err`` for later-beat failures; never a hang.
@@ -241,7 +241,7 @@ class IngressPort(wiring.Component):
         stamp = Signal(STAMP_BITS)      # ``now`` when the staged beat was accepted
         staged = Signal()
         window_match = Signal(p.n_windows)
-        window_index = Signal(range(p.n_windows))  # the lowest-numbered match (0 if none)
+        window = Signal(WindowEntry)           # the lowest-numbered match (window 0 if none)
         window_perr = Signal(p.n_windows)      # window_parity when the beat was accepted
         end_address = Signal(65)               # the address of the last byte (exact)
         id_match = Signal(p.n_id_routes)
@@ -269,25 +269,28 @@ class IngressPort(wiring.Component):
         from_pos = Cat(C(b, 7) >= index_pos for b in range(65))          # bits >= index_pos
         above_group = Cat(C(b, 7) >= index_pos + 5 for b in range(64))   # >= index_pos + 5
         mc_index = (mc_offset >> index_pos)[:5]
-        mc_hit = Signal()
+        mc_in_window = Signal()     # in the window, below group index 32
         mc_group = Signal(5)
+        mc_num_group = Signal(5)    # ``mc.num_group`` when the beat was accepted
         mc_spill = Signal()
         # The group table entry named by the prefix, read as the beat is accepted.
         m.d.comb += [self.group_addr.eq(self.i.payload.pfx[:len(self.group_addr)]),
                      self.group_en.eq(self.i.valid & self.i.ready)]
+        # The window the incoming header matches, read from the window table by the index of
+        # the lowest-numbered match and registered with the beat: stage 2 starts its carry
+        # chains from flip-flops, not from the table's read port.
+        matches = [w.enable & (w.base <= in_address) & (in_address <= w.limit) & (w.port < n)
+                   for w in self.windows]
+        m.d.comb += self.source_index.eq(first_index(matches))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [beat.eq(self.i.payload), stamp.eq(self.now), staged.eq(1),
                          window_perr.eq(self.window_parity)]
-            m.d.sync += [mc_hit.eq(mc.enable & (in_address >= mc.base) &
-                                   ((mc_offset & above_group) == 0) &
-                                   (mc_index <= mc.num_group)),
-                         mc_group.eq(mc_index),
+            m.d.sync += [mc_in_window.eq(mc.enable & (in_address >= mc.base) &
+                                         ((mc_offset & above_group) == 0)),
+                         mc_group.eq(mc_index), mc_num_group.eq(mc.num_group),
                          mc_spill.eq(((mc_end_offset[:65] ^ mc_offset) & from_pos) != 0),
                          end_address.eq(in_address + (in_data_bytes - 1))]
-            matches = [w.enable & (w.base <= in_address) & (in_address <= w.limit) & (w.port < n)
-                       for w in self.windows]
-            m.d.sync += [window_match.eq(Cat(matches)),
-                         window_index.eq(first_index(matches))]
+            m.d.sync += [window_match.eq(Cat(matches)), window.eq(self.source_window)]
             for k, r in enumerate(self.id_routes):
                 m.d.sync += id_match[k].eq(r.enable & (r.bus_lo <= in_bus) &
                                            (in_bus <= r.bus_hi) & (r.port < n))
@@ -343,17 +346,16 @@ class IngressPort(wiring.Component):
             m.d.comb += last_keep[j].eq((payload_bytes != 0) & ((rem == 0) | partial_covers))
 
         # ---- routing lookup: the lowest-numbered matching window wins; its port, base and
-        # limit come from the window table's read port (meaningful only when one matched) ----
+        # limit were read in stage 1 (meaningful only when one matched) ----
         win_hit = Signal()
         win_port = Signal(5)
         win_base = Signal(64)
         win_limit = Signal(64)
         m.d.comb += [
-            self.source_index.eq(window_index),
             win_hit.eq(window_match.any()),
-            win_port.eq(self.source_window.port),
-            win_base.eq(self.source_window.base),
-            win_limit.eq(self.source_window.limit),
+            win_port.eq(window.port),
+            win_base.eq(window.base),
+            win_limit.eq(window.limit),
         ]
         # Parity (docs/protocol.md section 9): the window that decides is the lowest-numbered
         # one that matches or fails its parity check; when it is the latter, the match is not
@@ -391,6 +393,8 @@ class IngressPort(wiring.Component):
         is_inc = sf_prefix & (kind == F.SfKind.INC)
         to_engine = is_inc & is_mwr        # a contribution (docs/reduction-engine.md)
         sf_unsupported = (is_hc | is_inc) & ~is_mwr
+        # The group range check waits for stage 2, so stage 1 ends after the group's shift.
+        mc_hit = mc_in_window & (mc_group <= mc_num_group)
         mc_case = ~is_hc & is_mwr & mc_hit
         self_bit = Const(1 << self.port, n)
 
