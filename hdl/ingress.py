@@ -200,9 +200,10 @@ class IngressPort(wiring.Component):
     mc_receive, receiver_windows : In
         Configuration. The window and ID-route comparisons, the matched window's entry,
         ``window_parity``, the multicast window and the group table entry use the values of
-        the cycle a packet's first beat is accepted; the rest the values of the next cycle. A packet whose routing depends on a
-        group table entry or a window that fails its parity check is dropped as PARITY (a
-        non-posted request answered with UR), never routed (``docs/protocol.md`` section 9).
+        the cycle a packet's first beat is accepted; the rest the values of the next cycle. A
+        packet whose routing depends on a group table entry or a window that fails its parity
+        check is dropped as PARITY (a non-posted request answered with UR), never routed
+        (``docs/protocol.md`` section 9).
     group_addr, group_en, group_data
         A read port of the group table, enabled with each accepted beat.
     source_index, source_window
