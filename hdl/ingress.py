@@ -184,11 +184,13 @@ class IngressPort(wiring.Component):
         Beats to write into the virtual output queue of every egress in ``dests`` at once (one
         bit for a unicast packet, the set D for a multicast one; ``docs/protocol.md`` section
         8), or (``engine``, ``dests`` = 0) into this port's lane of the reduction engine: a
-        memory write with an INC descriptor is a contribution, checked by the engine. On a multicast packet's first beat, ``rewrite`` says how the core addresses each
-        copy; for ``REBASE`` the header's address is already the offset into the source window. Two register stages (address/ID/multicast-window comparisons, the
-        lowest-numbered window match and its entry, the last byte's address and the group
-        table read; then the verdict): a beat accepted on ``i`` at edge *t* is valid
-        on ``o`` after edge *t+1* at the earliest. Beats of a packet are never reordered; a
+        memory write with an INC descriptor is a contribution, checked by the engine. On a
+        multicast packet's first beat, ``rewrite`` says how the core addresses each copy; for
+        ``REBASE`` the header's address is already the offset into the source window. Two
+        register stages (address/ID/multicast-window comparisons, the lowest-numbered window
+        match and its entry, the last byte's address and the group table read; then the
+        verdict): a beat accepted on ``i`` at edge *t* is valid on ``o`` after edge *t+1* at
+        the earliest. Beats of a packet are never reordered; a
         dropped packet produces no beat, a packet answered with an Unsupported Request produces
         the one-beat completion instead, addressed to this port.
     events : Out(IngressEvents)
