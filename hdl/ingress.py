@@ -269,7 +269,8 @@ class IngressPort(wiring.Component):
         # The last offset is address + (bytes - 1) - base, added as one carry-save sum.
         mc_offset = (in_address - mc.base)[:64]
         mc_end_offset = _sum3(in_address, in_data_bytes - 1, ~Cat(mc.base, C(0, 2)), 66)
-        from_pos = Cat(C(b, 7) >= index_pos for b in range(65))          # bits >= index_pos
+        from_pos = Cat(C(b, 7) >= index_pos if b < 63 else C(1, 1)       # bits >= index_pos
+                       for b in range(65))     # (index_pos has 6 bits: <= 63 <= b is certain)
         above_group = Cat(C(b, 7) >= index_pos + 5 for b in range(64))   # >= index_pos + 5
         mc_index = (mc_offset >> index_pos)[:5]
         mc_in_window = Signal()     # in the window, below group index 32
@@ -533,13 +534,18 @@ class IngressPort(wiring.Component):
                          out.beat.first.eq(1), out.beat.last.eq(1),
                          out.beat.hdr.eq(_ur_header(fwd.beat.hdr, ur_completer)), out.ur.eq(1)]
 
-        ev = Signal(IngressEvents)        # this cycle's events, registered into ``events``
-        ev_reg = Signal(IngressEvents)
+        # This cycle's events, registered into ``events``: all but the header, as the header of
+        # the packet an event refers to is the one its first beat loaded into ``pkt_hdr``,
+        # which holds it until the next packet's first beat is accepted.
+        cycle_events = data.StructLayout({name: field.shape
+                                          for name, field in IngressEvents.as_shape()
+                                          if name not in ("hdr", "pfx")})
+        ev = Signal(cycle_events)
+        ev_reg = Signal(cycle_events)
         m.d.sync += ev_reg.eq(ev)
-        # The header of the packet an event refers to is the one its first beat loaded into
-        # ``pkt_hdr``, which holds it until the next packet's first beat is accepted.
-        m.d.comb += [self.events.eq(ev_reg),
-                     self.events.hdr.eq(pkt_hdr), self.events.pfx.eq(pkt_pfx)]
+        m.d.comb += [getattr(self.events, name).eq(getattr(ev_reg, name))
+                     for name, _ in cycle_events]
+        m.d.comb += [self.events.hdr.eq(pkt_hdr), self.events.pfx.eq(pkt_pfx)]
         m.d.comb += [
             ev.rx_stall.eq(self.i.valid & ~self.i.ready),
             ev.rx_beat.eq(accept),
