@@ -269,8 +269,8 @@ class IngressPort(wiring.Component):
         # The last offset is address + (bytes - 1) - base, added as one carry-save sum.
         mc_offset = (in_address - mc.base)[:64]
         mc_end_offset = _sum3(in_address, in_data_bytes - 1, ~Cat(mc.base, C(0, 2)), 66)
-        from_pos = Cat(C(b, 7) >= index_pos if b < 63 else C(1, 1)       # bits >= index_pos
-                       for b in range(65))     # (index_pos has 6 bits: <= 63 <= b is certain)
+        # bits >= index_pos (index_pos has 6 bits, so from bit 63 on that always holds)
+        from_pos = Cat(C(b, 7) >= index_pos if b < 63 else C(1, 1) for b in range(65))
         above_group = Cat(C(b, 7) >= index_pos + 5 for b in range(64))   # >= index_pos + 5
         mc_index = (mc_offset >> index_pos)[:5]
         mc_in_window = Signal()     # in the window, below group index 32

@@ -3,29 +3,30 @@ of ``synth.verilog.LINT_WAIVERS``) passes on small builds, so the Verilog FPGA u
 lint clean. The default build (`make lint`, about 2.5 minutes) has the same modules, more of
 them; these builds also cover one-entry tables (zero-width indices) and every element type."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
+from smartfabric.hdl.params import SMALLEST
+from smartfabric.models.reduction import DTYPE_NAMES
 from smartfabric.verif.simenv import simulator_missing
 
 BUILDS = {
-    # hdl.params.SMALLEST: one window, one ID route, one reduction group, a 2-entry capture
-    "smallest": {"n_ports": 2, "data_width": 64, "max_payload": 128, "voq_depth": 2,
-                 "n_windows": 1, "n_id_routes": 1, "n_groups": 2, "n_rgroups": 1,
-                 "reduce_buffer_beats": 32, "reduce_dtypes": ["int8"], "capture_depth": 2},
+    # one window, one ID route, one reduction group, a 2-entry capture
+    "smallest": SMALLEST,
     # three ports (not a power of two), several windows and groups, every element type
-    "three_ports": {"n_ports": 3, "data_width": 64, "max_payload": 128, "voq_depth": 4,
-                    "n_windows": 4, "n_id_routes": 2, "n_groups": 8, "n_rgroups": 2,
-                    "reduce_buffer_beats": 32, "capture_depth": 4},
+    "three_ports": dataclasses.replace(SMALLEST, n_ports=3, voq_depth=4, n_windows=4,
+                                       n_id_routes=2, n_groups=8, n_rgroups=2,
+                                       reduce_dtypes=DTYPE_NAMES, capture_depth=4),
 }
 
 
-def _toml(fields):
+def _toml(params):
     def value(v):
         return "[" + ", ".join(f'"{x}"' for x in v) + "]" if isinstance(v, list) else str(v)
-    return "[switch]\n" + "".join(f"{k} = {value(v)}\n" for k, v in fields.items())
+    return "[switch]\n" + "".join(f"{k} = {value(v)}\n" for k, v in params.as_dict().items())
 
 
 @pytest.mark.parametrize("build", sorted(BUILDS))
