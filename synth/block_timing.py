@@ -32,6 +32,7 @@ from ..argparsing import OneLineParser
 from ..hdl.params import SwitchParams, SMALLEST, load_config
 from . import ecp5
 from .ecp5 import critical_path
+from .verilog import top_ports
 
 __all__ = ["BLOCKS", "build_block", "critical_path", "run_block", "main"]
 
@@ -107,7 +108,7 @@ def run_block(name, params, out_dir, *, freq_mhz=150, seed=1, router="router2",
     out.mkdir(parents=True, exist_ok=True)
     steps = {}
     (out / f"{MODULE}.v").write_text(text)
-    wtext, n_in, n_out = ecp5.wrapper_verilog(ecp5.top_ports(text, module=MODULE), module=MODULE)
+    wtext, n_in, n_out = ecp5.wrapper_verilog(top_ports(text, module=MODULE), module=MODULE)
     (out / f"{ecp5.WRAPPER_NAME}.v").write_text(wtext)
 
     t = time.monotonic()

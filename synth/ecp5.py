@@ -23,38 +23,15 @@ from ..argparsing import OneLineParser, switch_params
 from ..hdl.params import SwitchParams
 from .flow_options import (DEFAULT_PLACER, DEFAULT_ROUTER, DEVICES, PLACERS, ROUTERS,
                            add_synth_arguments)
-from .verilog import TOP_NAME, write_verilog
+from .verilog import TOP_NAME, top_ports, write_verilog
 
 __all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise",
-           "place_and_route", "wrapper_verilog", "top_ports", "module_cells", "main_clock",
+           "place_and_route", "wrapper_verilog", "module_cells", "main_clock",
            "critical_path", "params_from_args", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
 #: Longest shift register of the pin wrapper, in stages (see :func:`run_ecp5`).
 WRAPPER_CHUNK = 1024
-
-_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:\[(\d+):(\d+)\]\s+)?(\\?\S+?)\s*;")
-
-
-def top_ports(verilog_text, module=TOP_NAME):
-    """``[(direction, name, width), ...]`` of ``module`` in generated Verilog text, in
-    declaration order (Amaranth declares one port per line: ``input [63:0] s0_data;``)."""
-    ports, inside = [], False
-    for line in verilog_text.splitlines():
-        if not inside:
-            inside = line.startswith(f"module {module}(")
-            continue
-        if line.startswith("endmodule"):
-            break
-        m = _PORT_RE.match(line)
-        if m:
-            direction, msb, lsb, name = m.groups()
-            width = abs(int(msb) - int(lsb)) + 1 if msb is not None else 1
-            ports.append((direction, name, width))
-    if not ports:
-        raise ValueError(f"no ports of module {module} found in the Verilog")
-    return ports
-
 
 def wrapper_verilog(ports, module=TOP_NAME, wrapper=WRAPPER_NAME):
     """Verilog of the pin wrapper around ``module`` (see :func:`run_ecp5`).

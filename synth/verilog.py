@@ -3,6 +3,7 @@
 import functools
 import hashlib
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from amaranth.back import verilog
 from ..hdl.params import SwitchParams
 from ..hdl.switch import SmartfabricSwitch
 
-__all__ = ["TOP_NAME", "LINT_WAIVERS", "generate_verilog", "source_digest", "write_verilog"]
+__all__ = ["TOP_NAME", "LINT_WAIVERS", "generate_verilog", "source_digest", "write_verilog",
+           "top_ports"]
 
 TOP_NAME = "smartfabric_switch"
 
@@ -100,3 +102,26 @@ def write_verilog(params: SwitchParams, path, reuse=False) -> Path:
     if reuse:
         key_file.write_text(key)
     return path
+
+
+_PORT_RE = re.compile(r"^\s*(input|output|inout)\s+(?:\[(\d+):(\d+)\]\s+)?(\\?\S+?)\s*;")
+
+
+def top_ports(verilog_text, module=TOP_NAME):
+    """``[(direction, name, width), ...]`` of ``module`` in generated Verilog text, in
+    declaration order (Amaranth declares one port per line: ``input [63:0] s0_data;``)."""
+    ports, inside = [], False
+    for line in verilog_text.splitlines():
+        if not inside:
+            inside = line.startswith(f"module {module}(")
+            continue
+        if line.startswith("endmodule"):
+            break
+        m = _PORT_RE.match(line)
+        if m:
+            direction, msb, lsb, name = m.groups()
+            width = abs(int(msb) - int(lsb)) + 1 if msb is not None else 1
+            ports.append((direction, name, width))
+    if not ports:
+        raise ValueError(f"no ports of module {module} found in the Verilog")
+    return ports

@@ -11,6 +11,7 @@ import pytest
 from smartfabric.hdl.params import SMALLEST
 from smartfabric.synth import block_timing as bt
 from smartfabric.synth import ecp5
+from smartfabric.synth.verilog import top_ports
 
 LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
 
@@ -18,7 +19,7 @@ LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
 @pytest.mark.parametrize("name", list(bt.BLOCKS))
 def test_every_block_builds_with_a_wrapper(name):
     text = bt.build_block(name, SMALLEST)
-    ports = ecp5.top_ports(text, module=bt.MODULE)
+    ports = top_ports(text, module=bt.MODULE)
     assert {"clk", "rst"} <= {n for _, n, _ in ports}
     wrapper, n_in, n_out = ecp5.wrapper_verilog(ports, module=bt.MODULE)
     assert n_in > 0 and n_out > 0 and f"{bt.MODULE} u_switch" in wrapper

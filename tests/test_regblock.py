@@ -16,7 +16,14 @@ from smartfabric.hdl.regblock import RegisterBlock
 from smartfabric.models.regmap import FieldKind
 from smartfabric.models.regmodel import RegisterModel
 
-SMALL = {"n_ports": 2, "n_windows": 2, "n_id_routes": 2, "n_groups": 4}
+# Two of every per-port, per-window, per-route and per-group register, and a short capture
+# ring: the block's logic is the same at every size, and the Python simulator's time grows
+# with the registers read. test_hw_w_inputs_visible[default] and
+# test_write_readback_all_rw_registers[default] read and write the full-size map.
+SMALL = {"n_ports": 2, "n_windows": 2, "n_id_routes": 2, "n_groups": 4, "n_rgroups": 2,
+         "capture_depth": 4}
+#: The default configuration's map but for the group table (a memory, 1,024 words).
+FULL = {"n_ports": 8, "n_windows": 16, "n_id_routes": 16, "n_rgroups": 64, "capture_depth": 64}
 OKAY, SLVERR = 0, 2
 
 
@@ -239,8 +246,9 @@ def test_reset_values_readable():
     run(dut, tb, "reset")
 
 
-def test_write_readback_all_rw_registers(rng):
-    dut, model = make()
+@pytest.mark.parametrize("config", [{}, FULL], ids=["small", "default"])
+def test_write_readback_all_rw_registers(rng, config):
+    dut, model = make(**config)
     paths = writable_registers(model)
     assert "scratch" in paths and "window[1].ctrl" in paths and "id_route[1]" in paths
 
@@ -349,8 +357,7 @@ def test_read_only_registers_ignore_writes(rng):
     run(dut, tb, "read_only")
 
 
-@pytest.mark.parametrize("config", [{}, {"n_ports": 8, "n_windows": 16, "n_id_routes": 16}],
-                         ids=["small", "default"])
+@pytest.mark.parametrize("config", [{}, FULL], ids=["small", "default"])
 def test_hw_w_inputs_visible(rng, config):
     dut, model = make(**config)
 

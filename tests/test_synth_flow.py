@@ -23,7 +23,7 @@ import pytest
 
 from smartfabric.hdl.params import SMALLEST, SwitchParams, load_config
 from smartfabric.synth import ecp5
-from smartfabric.synth.verilog import TOP_NAME, generate_verilog
+from smartfabric.synth.verilog import TOP_NAME, generate_verilog, top_ports
 
 LONG = os.environ.get("SMARTFABRIC_LONG", "0") not in ("", "0")
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def small_ports():
-    return ecp5.top_ports(generate_verilog(SMALLEST))
+    return top_ports(generate_verilog(SMALLEST))
 
 
 def test_wrapper_drives_and_observes_every_port(small_ports):
@@ -141,7 +141,7 @@ def test_wrapper_rejects_a_module_without_data_ports():
 
 def test_top_ports_rejects_missing_module():
     with pytest.raises(ValueError, match="no ports"):
-        ecp5.top_ports("module other(a);\n  input a;\nendmodule\n")
+        top_ports("module other(a);\n  input a;\nendmodule\n")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -10,11 +10,17 @@ from cocotb_tools.runner import Verilator, get_runner
 from .simenv import setup_environment, simulator_missing
 from ..hdl.params import SwitchParams
 from ..models.reduction import DTYPE_NAMES
-from ..synth.verilog import write_verilog, TOP_NAME
+from ..synth.verilog import write_verilog, top_ports, TOP_NAME
 
 __all__ = ["config_tag", "build", "run_test"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+# cocotb 2 installs pytest's assertion rewriting for every module the simulator's Python
+# imports ("*.py"), so numpy, SystemRDL and the models were parsed and rewritten at every
+# test's start, uncached: 2.1 s of a 3.3 s test. Rewriting the benches (this folder) keeps
+# their failure messages and starts a test in 0.5 s.
+_REWRITE_ASSERTIONS = f"*{os.sep}verif{os.sep}*.py"
 
 
 def config_tag(params: SwitchParams):
@@ -45,32 +51,48 @@ def build(params: SwitchParams, sim, build_root=None):
     with open(verilog_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         source = write_verilog(params, verilog_dir / f"{TOP_NAME}.v", reuse=True)
-    runner = _VerilatorTopPublic() if sim == "verilator" else get_runner(sim)
+        sources = [source]
+        if sim == "verilator":
+            sources.insert(0, _write_public_ports(source))
+    runner = _VerilatorPortsPublic() if sim == "verilator" else get_runner(sim)
     build_dir.mkdir(parents=True, exist_ok=True)
     with open(build_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)    # parallel test workers share one build
-        _build_locked(runner, sim, source, build_dir)
+        _build_locked(runner, sim, sources, build_dir)
     return runner, build_dir
 
 
-class _VerilatorTopPublic(Verilator):
-    """cocotb's Verilator runner, with only the top level's signals visible to the benches
-    (``--public-depth 1``) instead of every signal (``--public-flat-rw``). The benches touch
-    nothing but the top-level ports, and a model with every signal public is twice the C++
-    and cannot be optimised."""
+def _write_public_ports(source):
+    """Write, beside ``source``, the Verilator control file that makes the top module's ports,
+    and nothing else, public (the benches touch only ports); returns its path. Rewritten only
+    when its text changes, so an up-to-date model is not rebuilt."""
+    path = source.with_name("public_ports.vlt")
+    text = "`verilator_config\n" + "".join(
+        f'public_flat_rw -module "{TOP_NAME}" -var "{name}"\n'
+        for _, name, _ in top_ports(source.read_text()))
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+class _VerilatorPortsPublic(Verilator):
+    """cocotb's Verilator runner without its ``--public-flat-rw``, which makes every signal
+    public: the ports are made public by a control file instead (:func:`_write_public_ports`).
+    A public signal cannot be optimised away; at 16 ports, even the top module's own 7,400
+    internal signals (``--public-depth 1``) cost ~15% of the C++ build and of the simulation
+    speed, and every signal (cocotb's default) twice the C++."""
 
     def _build_command(self):
         cmds = super()._build_command()
         verilate = cmds[0]
         if "--public-flat-rw" not in verilate:
             raise RuntimeError("cocotb's Verilator runner no longer passes --public-flat-rw: "
-                               "update _VerilatorTopPublic for this cocotb version")
-        at = verilate.index("--public-flat-rw")
-        cmds[0] = verilate[:at] + ["--public-depth", "1"] + verilate[at + 1:]
+                               "update _VerilatorPortsPublic for this cocotb version")
+        verilate.remove("--public-flat-rw")
         return cmds
 
 
-def _build_locked(runner, sim, source, build_dir):
+def _build_locked(runner, sim, sources, build_dir):
     if sim == "verilator":
         # Verilator's own optimisations stay on: they inline the per-instance modules, which
         # leaves the C++ compiler a few large files instead of thousands of small ones.
@@ -80,7 +102,7 @@ def _build_locked(runner, sim, source, build_dir):
                 "--output-split-cfuncs", "1000"]
     else:
         args = ["-g2005"]   # Icarus 11 with -g2012 can leave Amaranth's always @* at X
-    runner.build(sources=[source], hdl_toplevel=TOP_NAME, build_dir=build_dir,
+    runner.build(sources=sources, hdl_toplevel=TOP_NAME, build_dir=build_dir,
                  build_args=args, timescale=("1ns", "1ps"), waves=_waves(), always=False)
 
 
@@ -88,7 +110,8 @@ def run_test(params: SwitchParams, sim, testcase, *, seed=None, module="smartfab
              extra_env=None, build_root=None):
     """Run one cocotb test; raise AssertionError if it failed. Returns the results file."""
     runner, build_dir = build(params, sim, build_root)
-    env = {"SMARTFABRIC_PARAMS": json.dumps(params.as_dict())}
+    env = {"SMARTFABRIC_PARAMS": json.dumps(params.as_dict()),
+           "COCOTB_REWRITE_ASSERTION_FILES": _REWRITE_ASSERTIONS}
     if seed is not None:
         env["SMARTFABRIC_SEED"] = str(seed)
     for key in ("SMARTFABRIC_SEED", "SMARTFABRIC_SCALE", "SMARTFABRIC_PACKETS"):
