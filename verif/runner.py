@@ -78,9 +78,9 @@ def _write_public_ports(source):
 class _VerilatorPortsPublic(Verilator):
     """cocotb's Verilator runner without its ``--public-flat-rw``, which makes every signal
     public: the ports are made public by a control file instead (:func:`_write_public_ports`).
-    A public signal cannot be optimised away; at 16 ports, even the top module's own 7,400
-    internal signals (``--public-depth 1``) cost ~15% of the C++ build and of the simulation
-    speed, and every signal (cocotb's default) twice the C++."""
+    A public signal cannot be optimised away: at 16 ports, the top module's own 7,400 internal
+    signals (``--public-depth 1``) made 46 MB of C++ against 38 MB, and a build of 257 s
+    against 226 s; every signal (cocotb's default) doubles the C++."""
 
     def _build_command(self):
         cmds = super()._build_command()
