@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy
+import pytest
 from _pytest.pathlib import fnmatch_ex
 
 from smartfabric.hdl.params import SMALLEST
@@ -47,7 +48,7 @@ def test_control_file_of_the_switch_lists_every_port(tmp_path):
 
 def test_unchanged_control_file_is_not_rewritten(tmp_path):
     """The model is rebuilt when an input is newer than it: an identical control file keeps
-    its time stamp."""
+    its time stamp, even when the Verilog was written again."""
     source = tmp_path / f"{TOP_NAME}.v"
     source.write_text(VERILOG)
     vlt = runner._write_public_ports(source)
@@ -57,6 +58,15 @@ def test_unchanged_control_file_is_not_rewritten(tmp_path):
     source.write_text(VERILOG.replace("m0_ready", "m0_valid"))
     runner._write_public_ports(source)
     assert vlt.stat().st_mtime != 1 and '"m0_valid"' in vlt.read_text()
+
+
+def test_control_file_newer_than_the_verilog_is_not_read_again(tmp_path, monkeypatch):
+    source = tmp_path / f"{TOP_NAME}.v"
+    source.write_text(VERILOG)
+    vlt = runner._write_public_ports(source)
+    os.utime(source, (1, 1))
+    monkeypatch.setattr(runner, "top_ports", lambda text: pytest.fail("Verilog read again"))
+    assert runner._write_public_ports(source) == vlt
 
 
 def test_verilator_command_has_no_public_flat_rw(tmp_path, monkeypatch):
