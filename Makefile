@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 
-.PHONY: all demo test verilog synth synth-small switch-area reduce-area block-timing bench regress-long lint formal docs clean
+.PHONY: all demo test verilog synth synth-small switch-area reduce-area block-timing logic-depth bench regress-long lint formal docs clean
 
 all: test
 
@@ -43,6 +43,9 @@ switch-area: $(STAMP)
 
 block-timing: $(STAMP)
 	$(PY) -m smartfabric.synth.block_timing --out build/block_timing
+
+logic-depth: $(STAMP)
+	$(PY) -m smartfabric.synth.logic_depth --config synth/smallest_2x64.toml --out build/logic_depth
 
 reduce-area: $(STAMP)
 	$(PY) -m smartfabric.synth.reduce_area --inputs 8 --data-width 64 --out build/reduce_area
