@@ -178,8 +178,9 @@ class IngressPort(wiring.Component):
     Members
     -------
     i : In(stream.Signature(IngressBeat))
-        The port's ingress stream. ``i.ready`` depends only on registers of this block and of
-        the virtual output queues (never on any egress ``ready``).
+        The port's ingress stream. ``i.ready`` is a function of two registers of this block
+        (a beat in stage 1, a beat in the skid register): it depends on no ``ready`` of the
+        switch, neither the VOQs' nor any egress's.
     o : Out(stream.Signature(VoqWrite))
         Beats to write into the virtual output queue of every egress in ``dests`` at once (one
         bit for a unicast packet, the set D for a multicast one; ``docs/protocol.md`` section
@@ -190,7 +191,10 @@ class IngressPort(wiring.Component):
         register stages (address/ID/multicast-window comparisons, the lowest-numbered window
         match and its entry, the last byte's address and the group table read; then the
         verdict): a beat accepted on ``i`` at edge *t* is valid on ``o`` after edge *t+1* at
-        the earliest. Beats of a packet are never reordered; a
+        the earliest. ``o.ready`` (the VOQs' room) reaches only the output register and a skid
+        register behind it, which takes the beat stage 2 decides while the output register
+        holds one not taken: so the port holds up to three beats (stage 1, skid, output).
+        Beats of a packet are never reordered; a
         dropped packet produces no beat, a packet answered with an Unsupported Request produces
         the one-beat completion instead, addressed to this port.
     events : Out(IngressEvents)
@@ -248,10 +252,14 @@ class IngressPort(wiring.Component):
         window_perr = Signal(p.n_windows)      # window_parity when the beat was accepted
         end_address = Signal(65)               # the address of the last byte (exact)
         id_match = Signal(p.n_id_routes)
+        # Stage 2 takes the staged beat whenever the skid register (at the output, below) is
+        # empty, so these enables and ``i.ready`` are registers' functions only: the VOQs' room
+        # (``o.ready``) reaches the two output registers and nothing upstream of them.
+        skid_valid = Signal()
         advance = Signal()     # stage 2 takes the staged beat this cycle
         m.d.comb += [
-            advance.eq(staged & (~self.o.valid | self.o.ready)),
-            self.i.ready.eq(~staged | advance),
+            advance.eq(staged & ~skid_valid),
+            self.i.ready.eq(~staged | ~skid_valid),
         ]
         incoming = self.i.payload.hdr
         in_address = _address(m, incoming)
@@ -515,24 +523,44 @@ class IngressPort(wiring.Component):
             m.d.comb += later_reason.eq(R.OVERLONG)
         cut = in_packet & (later_reason != R.NONE)    # a later beat ends its packet in error
 
-        # ---- output register towards the VOQs ----
-        # The beat, its destinations and its stamp load with every accepted beat, whatever
-        # the verdict; only ``o.valid``, ``ur`` and the packet state wait for the verdict (the
-        # longest path), so it drives a few flip-flops instead of the 250-odd of the beat. An
-        # Unsupported Request completion is built from the registered request as it leaves.
+        # ---- output towards the VOQs: ``head`` (``o``) and a skid register behind it ----
+        # What stage 2 makes of the staged beat (``res``, valid with ``res_valid``) goes into
+        # ``head`` when ``head`` is free or taken this cycle, else into ``skid``; ``skid``
+        # moves into ``head`` when ``head`` is taken. So no beat waits longer than before
+        # (``res`` reaches ``o`` in the cycle after it is decided) and ``o.ready`` drives only
+        # these two registers. Each loads whatever the verdict: the verdict (the longest path)
+        # drives only ``o.valid``, ``skid_valid`` and the packet state, not the 250-odd
+        # flip-flops of a beat. An Unsupported Request completion is built from the
+        # registered request as it leaves.
+        held = data.StructLayout({"w": VoqWrite(p),
+                                  "ur_completer": 16})   # ``completer_id`` when decided
+        res = Signal(held)
+        res_valid = Signal()
+        head = Signal(held)              # ``o.payload`` unless ``w.ur``
+        skid = Signal(held)
         accept = advance
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        fwd = Signal(VoqWrite(p))        # ``o.payload`` unless ``ur``
-        ur = Signal()
-        ur_completer = Signal(16)        # ``completer_id`` when the request was decided
         out = self.o.payload
-        m.d.comb += out.eq(fwd)
-        with m.If(ur):
+        m.d.comb += out.eq(head.w)
+        with m.If(head.w.ur):
             m.d.comb += [out.dests.eq(self_bit), out.engine.eq(0), out.mcast.eq(0),
                          out.rewrite.eq(Rewrite.NONE), out.beat.eq(0),
                          out.beat.first.eq(1), out.beat.last.eq(1),
-                         out.beat.hdr.eq(_ur_header(fwd.beat.hdr, ur_completer)), out.ur.eq(1)]
+                         out.beat.hdr.eq(_ur_header(head.w.beat.hdr, head.ur_completer))]
+        taken = self.o.valid & self.o.ready
+        with m.If(taken):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(skid_valid):           # then ``o.valid`` is set too
+            with m.If(taken):
+                m.d.sync += [head.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+        with m.Elif(accept):
+            with m.If(~self.o.valid | self.o.ready):
+                m.d.sync += [head.eq(res), self.o.valid.eq(res_valid)]
+            with m.Else():
+                m.d.sync += [skid.eq(res), skid_valid.eq(res_valid)]
+        # The destinations of the packet being forwarded, for its later beats.
+        pkt_dests = Signal(n)
+        pkt_engine = Signal()
+        pkt_mcast = Signal()
 
         # This cycle's events, registered into ``events``: all but the header, as the header of
         # the packet an event refers to is the one its first beat loaded into ``pkt_hdr``,
@@ -552,30 +580,35 @@ class IngressPort(wiring.Component):
             ev.rx_bytes.eq(Mux(accept, popcount(beat.keep), 0)),
         ]
 
+        m.d.comb += [res.w.beat.eq(Cat(beat.as_value(), cut)),    # err: cut short
+                     res.w.beat.first.eq(beat.first & ~in_packet),
+                     res.w.beat.last.eq(beat.last | cut),
+                     res.w.stamp.eq(stamp), res.w.beats.eq(pkt_beats),
+                     res.w.dests.eq(pkt_dests), res.w.engine.eq(pkt_engine),
+                     res.w.mcast.eq(pkt_mcast), res.w.rewrite.eq(Rewrite.NONE)]
+        with m.If(~in_packet):
+            res_dests = Mux(to_engine, 0, dests)
+            m.d.comb += [res.w.dests.eq(res_dests), res.w.engine.eq(to_engine),
+                         res.w.mcast.eq(multicast),
+                         res.w.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
+                                              Mux(mc_case, Rewrite.OVERLAY, Rewrite.NONE))),
+                         res.w.beat.hdr.eq(Mux(is_hc, with_address(hdr, rebase_offset), hdr)),
+                         res.w.beats.eq(n_beats),
+                         res.w.ur.eq(action == Action.UR),
+                         res.ur_completer.eq(self.completer_id),
+                         res_valid.eq((action == Action.FORWARD) | (action == Action.UR))]
+        with m.Else():
+            m.d.comb += res_valid.eq(~discarding)
         with m.If(accept):
-            m.d.sync += [fwd.beat.eq(Cat(beat.as_value(), cut)),    # err: cut short
-                         fwd.beat.first.eq(beat.first & ~in_packet),
-                         fwd.beat.last.eq(beat.last | cut),
-                         ur.eq(0)]
             with m.If(~in_packet):
                 m.d.comb += [ev.rx_packet.eq(1), ev.reason.eq(reason)]
                 m.d.sync += [pkt_hdr.eq(beat.hdr), pkt_pfx.eq(beat.pfx),
                              pkt_beats.eq(n_beats), pkt_last_keep.eq(last_keep),
-                             beat_index.eq(1)]
-                m.d.sync += [fwd.dests.eq(Mux(to_engine, 0, dests)),
-                             fwd.engine.eq(to_engine),
-                             fwd.mcast.eq(multicast),
-                             fwd.rewrite.eq(Mux(is_hc, Rewrite.REBASE,
-                                                Mux(mc_case, Rewrite.OVERLAY, Rewrite.NONE))),
-                             fwd.beat.hdr.eq(Mux(is_hc, with_address(hdr, rebase_offset), hdr)),
-                             fwd.beats.eq(n_beats),
-                             fwd.stamp.eq(stamp),
-                             ur_completer.eq(self.completer_id)]
+                             beat_index.eq(1),
+                             pkt_dests.eq(res_dests), pkt_engine.eq(to_engine),
+                             pkt_mcast.eq(multicast)]
                 m.d.sync += [in_packet.eq(~beat.last),
-                             discarding.eq(action != Action.FORWARD),
-                             self.o.valid.eq((action == Action.FORWARD) |
-                                             (action == Action.UR)),
-                             ur.eq(action == Action.UR)]
+                             discarding.eq(action != Action.FORWARD)]
                 m.d.comb += [ev.ur.eq(action == Action.UR),
                              ev.mcast.eq(multicast & (action == Action.FORWARD))]
                 with m.If(multicast):      # meaningful with ``mcast`` only
@@ -586,8 +619,6 @@ class IngressPort(wiring.Component):
                 m.d.sync += in_packet.eq(~beat.last)
             with m.Else():
                 m.d.comb += ev.reason.eq(later_reason)
-                # dests, engine and mcast keep what the packet's first beat loaded
-                m.d.sync += [self.o.valid.eq(1), fwd.rewrite.eq(Rewrite.NONE),
-                             beat_index.eq(beat_index + 1),
+                m.d.sync += [beat_index.eq(beat_index + 1),
                              in_packet.eq(~beat.last), discarding.eq(cut)]
         return m
