@@ -93,7 +93,7 @@ def analyse(netlist, module=MODULE, *, threshold=LEVELS_150MHZ, deepest=12):
     and where its path starts; deepest block first) and ``deepest`` (the ``deepest``
     deepest endpoints, each ``{"endpoint", "block", "levels", "from", "through", "luts",
     "carry_cells"}``: its deepest path's start, the memories it reads on the way, and the
-    LUT4s and carry cells it passes)."""
+    LUT4s and carry cells it passes). ValueError for a combinational loop."""
     mod = netlist["modules"][module]
     driver = {}          # bit -> (cell name, output port)
     for cname, cell in mod["cells"].items():
@@ -124,10 +124,13 @@ def analyse(netlist, module=MODULE, *, threshold=LEVELS_150MHZ, deepest=12):
         if kind == "CCU2C":
             data = [conn[p][0] for p in ("A0", "B0", "C0", "D0", "A1", "B1", "C1", "D1")]
             return [(b, 1) for b in data] + [(conn["CIN"][0], CARRY_STEP)]
-        return None              # a register or block RAM output: a start
+        # a register or a block RAM output starts a path; so does any other cell (the
+        # switch maps to none: a DSP block would be counted as registered)
+        return None
 
     def resolve(bit):
         stack = [bit]
+        expanded = set()     # bits whose inputs were pushed: seen again unresolved, a loop
         while stack:
             b = stack[-1]
             if b in level:
@@ -140,6 +143,10 @@ def analyse(netlist, module=MODULE, *, threshold=LEVELS_150MHZ, deepest=12):
                 continue
             pending = [i for i, _ in ins if not isinstance(i, str) and i not in level]
             if pending:
+                if b in expanded:
+                    where = names.get(b) or driver[b][0]
+                    raise ValueError(f"combinational loop through {where}")
+                expanded.add(b)
                 stack.extend(pending)
                 continue
             best, best_in = 0, None
@@ -286,7 +293,10 @@ def main(argv=None):
         parser.error(f"cannot read netlist {netlist_path}: {e}")
     if MODULE not in netlist.get("modules", {}):
         parser.error(f"{netlist_path} has no module {MODULE}")
-    result = analyse(netlist, threshold=args.threshold, deepest=args.deepest)
+    try:
+        result = analyse(netlist, threshold=args.threshold, deepest=args.deepest)
+    except ValueError as e:
+        parser.error(f"{netlist_path}: {e}")
     print(json.dumps({"config": config, **result}, indent=1))
     return 0
 

@@ -121,6 +121,17 @@ def test_long_chains_do_not_recurse():
     assert ld.analyse(n.json())["deepest"][0]["levels"] == 20000
 
 
+def test_a_combinational_loop_is_an_error():
+    n = Netlist()
+    a = n.ff("a", "0")
+    x, y = n.bit("loop.x"), n.bit()
+    n.cell("LUT4", A=a, B=y, C="0", D="0", Z=x)
+    n.cell("LUT4", A=x, B="0", C="0", D="0", Z=y)
+    n.ff("b", x)
+    with pytest.raises(ValueError, match="combinational loop through loop.x"):
+        ld.analyse(n.json())
+
+
 def test_block_names():
     assert ld.block_of("core.ingress3.events") == "core.ingress*"
     assert ld.block_of("core.voq0_1.storage.0.3") == "core.voq*_*"
