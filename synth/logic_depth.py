@@ -4,7 +4,7 @@ The routed Fmax of the whole switch (``make synth-small``) names one longest pat
 by 3-6% with the placer's seed alone, and nextpnr's slack histogram of the 56.93 MHz run had
 some 12,000 endpoints missing 150 MHz (docs/fpga-area.md, session 17). Neither says how
 much of the design has to change, or whether a change made paths shorter. This flow does,
-without place and route and without noise: Yosys maps the switch for the ECP5
+without place and route and without the placer's noise: Yosys maps the switch for the ECP5
 (``synth_ecp5``, as ``make synth`` does) and every register input, memory input and
 output of the switch gets the number of logic levels of its longest path from a register,
 a memory output or an input::
@@ -188,8 +188,7 @@ def analyse(netlist, module=MODULE, *, threshold=LEVELS_150MHZ, deepest=12):
 
     def label(bit):
         """A name for ``bit``: its memory if a memory drives it, else the design's name of
-        its net, else the name
-        Yosys derived for its net or cell, cut back to the design's part."""
+        its net, else the name Yosys derived for its cell, cut back to the design's part."""
         cname = driver[bit][0] if bit in driver else None
         if cname and cells[cname]["type"] == "TRELLIS_DPR16X4":
             return re.sub(r"\.\d+\.\d+$", "", cname)
@@ -267,6 +266,8 @@ def main(argv=None):
                         help="how many of the deepest endpoints to list with their paths "
                              "(default 12)")
     args = parser.parse_args(argv)
+    if args.deepest < 0:
+        parser.error(f"--deepest must be 0 or more, not {args.deepest}")
     config = None
     if args.netlist is None:
         from .ecp5 import WRAPPER_NAME, synthesise, wrapper_verilog
@@ -282,7 +283,11 @@ def main(argv=None):
         text, _, _ = wrapper_verilog(top_ports(v.read_text()))
         (args.out / f"{WRAPPER_NAME}.v").write_text(text)
         print(f"yosys: synth_ecp5 of {v} ...", file=sys.stderr)
-        synthesise(args.out, TOP_NAME)
+        try:
+            synthesise(args.out, TOP_NAME)
+        except RuntimeError as e:      # its message ends with the log's tail: keep one line
+            print(f"smartfabric.synth.logic_depth: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 1
         print(f"yosys: {time.monotonic() - t:.0f} s", file=sys.stderr)
         netlist_path = args.out / "out.json"
     else:
@@ -291,7 +296,7 @@ def main(argv=None):
         netlist = json.loads(Path(netlist_path).read_text())
     except (OSError, ValueError) as e:
         parser.error(f"cannot read netlist {netlist_path}: {e}")
-    if MODULE not in netlist.get("modules", {}):
+    if not isinstance(netlist, dict) or MODULE not in netlist.get("modules", {}):
         parser.error(f"{netlist_path} has no module {MODULE}")
     try:
         result = analyse(netlist, threshold=args.threshold, deepest=args.deepest)

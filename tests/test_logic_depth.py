@@ -147,14 +147,16 @@ def test_cli_answers_bad_input_in_one_line(tmp_path):
     for args, needle in (([f"--netlist={bad}"], "cannot read netlist"),
                          ([f"--netlist={tmp_path / 'missing.json'}"], "cannot read netlist"),
                          (["--ports", "99"], "ports must be 2 to 32"),
+                         (["--deepest", "-1"], "--deepest must be 0 or more"),
                          (["--bogus"], "unrecognized arguments")):
         r = subprocess.run(cmd + args, capture_output=True, text=True)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps({"modules": {"x": {}}}))
-    r = subprocess.run(cmd + [f"--netlist={other}"], capture_output=True, text=True)
-    assert r.returncode == 2 and f"has no module {ld.MODULE}" in r.stderr
+    for i, text in enumerate((json.dumps({"modules": {"x": {}}}), "[1, 2]")):
+        other = tmp_path / f"other{i}.json"
+        other.write_text(text)
+        r = subprocess.run(cmd + [f"--netlist={other}"], capture_output=True, text=True)
+        assert r.returncode == 2 and f"has no module {ld.MODULE}" in r.stderr, r.stderr
 
 
 def test_a_mapped_design_has_the_depth_of_its_logic(tmp_path):
@@ -181,3 +183,21 @@ def test_a_mapped_design_has_the_depth_of_its_logic(tmp_path):
     assert levels["s"] == pytest.approx(1 + 15 * ld.CARRY_STEP)
     assert levels["r"] == 0
     assert res["endpoints"] >= 32 + 32 + 32 + 8 + 8
+
+
+def test_a_failed_synthesis_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from smartfabric.synth import ecp5, verilog
+
+    def tiny_verilog(params, path):
+        path.write_text(f"module {ld.MODULE}(clk, rst, a, q);\n  input clk;\n  input rst;\n"
+                        "  input a;\n  output q;\nendmodule\n")
+        return path
+
+    def failing(out, module, **kwargs):
+        raise RuntimeError("yosys failed on the design (exit 1), see yosys.log:\nERROR: tail")
+    monkeypatch.setattr(verilog, "write_verilog", tiny_verilog)
+    monkeypatch.setattr(ecp5, "synthesise", failing)
+    assert ld.main(["--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("smartfabric.synth.logic_depth: yosys failed on the design (exit 1), "
+                       "see yosys.log:")
