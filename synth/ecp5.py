@@ -25,8 +25,8 @@ from .flow_options import (DEFAULT_PLACER, DEFAULT_ROUTER, DEVICES, PLACERS, ROU
                            add_synth_arguments)
 from .verilog import TOP_NAME, top_ports, write_verilog
 
-__all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "synthesise",
-           "place_and_route", "wrapper_verilog", "module_cells", "main_clock",
+__all__ = ["WRAPPER_NAME", "DEVICES", "PLACERS", "ROUTERS", "run_ecp5", "write_sources",
+           "synthesise", "place_and_route", "wrapper_verilog", "module_cells", "main_clock",
            "critical_path", "params_from_args", "run_from_args", "main"]
 
 WRAPPER_NAME = "synth_top"
@@ -269,6 +269,17 @@ def critical_path(report):
     }
 
 
+def write_sources(params, out):
+    """Write the switch's Verilog for ``params`` (``<out>/smartfabric_switch.v``) and its pin
+    wrapper (``<out>/synth_top.v``, :func:`wrapper_verilog`), what :func:`synthesise` reads.
+    Returns ``(path of the switch's Verilog, n_in, n_out)``."""
+    out = Path(out)
+    vpath = write_verilog(params, out / f"{TOP_NAME}.v")
+    wtext, n_in, n_out = wrapper_verilog(top_ports(vpath.read_text()))
+    (out / f"{WRAPPER_NAME}.v").write_text(wtext)
+    return vpath, n_in, n_out
+
+
 def synthesise(out, module, *, label="the design", timeout_s=None):
     """Yosys ``synth_ecp5`` of ``module`` (``<out>/<module>.v``) inside its pin wrapper
     (``<out>/synth_top.v``), the module kept as its own hierarchy level. Writes ``yosys.ys``,
@@ -434,9 +445,7 @@ def run_ecp5(params: SwitchParams, out_dir, *, device="85k", package="CABGA381",
 
     # 1. Verilog of the switch and of the pin wrapper.
     t = time.monotonic()
-    vpath = write_verilog(params, out / f"{TOP_NAME}.v")
-    wtext, n_in, n_out = wrapper_verilog(top_ports(vpath.read_text()))
-    (out / f"{WRAPPER_NAME}.v").write_text(wtext)
+    vpath, n_in, n_out = write_sources(params, out)
     steps["verilog"] = round(time.monotonic() - t, 2)
     log(f"verilog: {vpath} ({n_in} input bits, {n_out} output bits) "
         f"[{steps['verilog']:.1f} s]")

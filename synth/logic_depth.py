@@ -51,6 +51,7 @@ CARRY_STEP = 0.05
 #: Deepest path, in levels, expected to meet 150 MHz at the switch's measured 1.75 ns a level.
 LEVELS_150MHZ = 4
 
+#: The switch's module (``synth.verilog.TOP_NAME``, not imported: the analysis needs no HDL).
 MODULE = "smartfabric_switch"
 _SEQ_INPUTS = {"TRELLIS_FF": ("DI", "CE", "LSR", "M"),
                "TRELLIS_DPR16X4": ("DI", "WAD", "WRE")}
@@ -270,8 +271,7 @@ def main(argv=None):
         parser.error(f"--deepest must be 0 or more, not {args.deepest}")
     config = None
     if args.netlist is None:
-        from .ecp5 import WRAPPER_NAME, synthesise, wrapper_verilog
-        from .verilog import TOP_NAME, top_ports, write_verilog
+        from .ecp5 import synthesise, write_sources
         try:
             params = switch_params(args)
         except ValueError as e:
@@ -279,12 +279,10 @@ def main(argv=None):
         config = params.as_dict()
         args.out.mkdir(parents=True, exist_ok=True)
         t = time.monotonic()
-        v = write_verilog(params, args.out / f"{TOP_NAME}.v")
-        text, _, _ = wrapper_verilog(top_ports(v.read_text()))
-        (args.out / f"{WRAPPER_NAME}.v").write_text(text)
+        v, _, _ = write_sources(params, args.out)
         print(f"yosys: synth_ecp5 of {v} ...", file=sys.stderr)
         try:
-            synthesise(args.out, TOP_NAME)
+            synthesise(args.out, MODULE)
         except RuntimeError as e:      # its message ends with the log's tail: keep one line
             print(f"smartfabric.synth.logic_depth: {str(e).splitlines()[0]}", file=sys.stderr)
             return 1

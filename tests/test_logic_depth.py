@@ -186,18 +186,21 @@ def test_a_mapped_design_has_the_depth_of_its_logic(tmp_path):
 
 
 def test_a_failed_synthesis_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
-    from smartfabric.synth import ecp5, verilog
+    from smartfabric.synth import ecp5
 
-    def tiny_verilog(params, path):
-        path.write_text(f"module {ld.MODULE}(clk, rst, a, q);\n  input clk;\n  input rst;\n"
-                        "  input a;\n  output q;\nendmodule\n")
-        return path
+    def no_sources(params, out):
+        return out / f"{ld.MODULE}.v", 1, 1
 
     def failing(out, module, **kwargs):
         raise RuntimeError("yosys failed on the design (exit 1), see yosys.log:\nERROR: tail")
-    monkeypatch.setattr(verilog, "write_verilog", tiny_verilog)
+    monkeypatch.setattr(ecp5, "write_sources", no_sources)
     monkeypatch.setattr(ecp5, "synthesise", failing)
     assert ld.main(["--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("smartfabric.synth.logic_depth: yosys failed on the design (exit 1), "
                        "see yosys.log:")
+
+
+def test_the_analysed_module_is_the_switch():
+    from smartfabric.synth.verilog import TOP_NAME
+    assert ld.MODULE == TOP_NAME
